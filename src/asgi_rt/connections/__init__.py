@@ -1,0 +1,9 @@
+"""Connections with bounded outbound queues, and the managers that fan out over them."""
+
+from .backpressure import Overflow
+from .connection import Connection
+from .manager import ConnectionManager
+from .ratelimit import RateLimit
+from .stats import ManagerStats
+
+__all__ = ["Connection", "ConnectionManager", "ManagerStats", "Overflow", "RateLimit"]

@@ -1,0 +1,230 @@
+"""The outbound half of a connection: inline sends, a bounded outbox, one writer.
+
+A message is sent inline from the caller's task when nothing is in flight; if the
+send suspends (asyncio) or inline sending is off (trio), the writer task takes over
+and every later message queues behind it in the bounded :class:`Outbox` until the
+writer catches up. Per-connection order is therefore always publish order.
+
+The writer is also the only place that closes the socket, so a close frame never
+races a data frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from typing import Any
+
+import anyio
+from starlette.types import Message
+
+from . import _inline
+from ._limits import Limits
+from .backpressure import Outbox, Pushed
+from .stats import ManagerStats
+
+__all__ = ["Sender"]
+
+logger = logging.getLogger("asgi_rt.connections")
+
+SendCoroutine = Callable[[Message], Coroutine[Any, Any, None]]
+
+OPEN, CLOSING, CLOSED = 0, 1, 2
+
+
+class _CloseRequest:
+    __slots__ = ("code", "drain", "reason")
+
+    def __init__(self, code: int, reason: str, drain: bool) -> None:
+        self.code, self.reason, self.drain = code, reason, drain
+
+
+class Sender:
+    """Owns one connection's outbound path. Created and run by ``Connection``."""
+
+    __slots__ = (
+        "_busy", "_close", "_close_sent", "_inline", "_limits", "_on_closed", "_outbox",
+        "_pending", "_send", "_send_scope", "_stats", "_wake", "closed", "peer_gone", "state",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        send: SendCoroutine,
+        limits: Limits,
+        stats: ManagerStats,
+        *,
+        inline: bool,
+        on_closed: Callable[[], None],
+    ) -> None:
+        self._send = send
+        self._limits = limits
+        self._stats = stats
+        self._inline = inline
+        self._on_closed = on_closed
+        self._outbox = Outbox(
+            max_messages=limits.queue_size, max_bytes=limits.queue_bytes, overflow=limits.overflow
+        )
+        self._busy = False
+        self._pending: _inline.Resume | None = None
+        self._close: _CloseRequest | None = None
+        self._close_sent = False
+        self._send_scope: anyio.CancelScope | None = None
+        self._wake = anyio.Event()
+        self.closed = anyio.Event()
+        self.peer_gone = False
+        self.state = OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        return None if self._close is None else self._close.code
+
+    @property
+    def close_reason(self) -> str | None:
+        return None if self._close is None else self._close.reason
+
+    @property
+    def queued(self) -> int:
+        return len(self._outbox)
+
+    def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
+        """Send or queue ``message`` without awaiting the socket.
+
+        Returns:
+            ``True`` if the message was sent or queued, ``False`` if it was dropped
+            (connection closing, or the overflow policy refused it).
+        """
+        if self.state is not OPEN:
+            self._stats.dropped_closed += 1
+            return False
+        if self._busy:
+            return self._enqueue(message, size, key)
+        if not self._inline:
+            self._busy = True
+            self._outbox.push(message, size, key)
+            self._wake.set()
+            return True
+        coro = self._send(message)
+        try:
+            yielded = _inline.step(coro)
+        except Exception as exc:
+            self._send_failed(exc)
+            return False
+        if _inline.finished(yielded):
+            self._stats.sent += 1
+            return True
+        self._pending = _inline.Resume(coro, yielded)
+        self._busy = True
+        self._wake.set()
+        return True
+
+    def request_close(self, code: int, reason: str, *, drain: bool) -> None:
+        """Ask the writer to close with ``code``; with ``drain``, after the outbox empties.
+
+        The first request decides the code; a later non-draining request only hurries it.
+        """
+        if self._close is None:
+            self._close = _CloseRequest(code, reason, drain)
+            if self.state is OPEN:
+                self.state = CLOSING
+        elif not drain:
+            self._close.drain = False
+        if not self._close.drain and self._send_scope is not None:
+            self._send_scope.cancel()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer: flush whenever woken, close when asked, then mark closed."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                if self._close is None or self._close.drain:
+                    await self._flush()
+                if self._close is not None:
+                    break
+            await self.send_close()
+        finally:
+            self.finish()
+
+    async def send_close(self) -> None:
+        """Send the close frame once, bounded by ``close_timeout``; never raises."""
+        if self._close_sent or self.peer_gone:
+            return
+        self._close_sent = True
+        request = self._close or _CloseRequest(1000, "", False)
+        message = {"type": "websocket.close", "code": request.code, "reason": request.reason}
+        with anyio.move_on_after(self._limits.close_timeout):
+            try:
+                await self._send(message)
+            except Exception:  # the peer vanished first; nothing left to tell it
+                self.peer_gone = True
+
+    def finish(self) -> None:
+        """Release everything the outbound path holds. Idempotent, synchronous."""
+        if self.state is CLOSED:
+            return
+        self.state = CLOSED
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
+        self._stats.discarded_on_close += self._outbox.clear()
+        self.closed.set()
+        self._on_closed()
+
+    async def _flush(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if not await self._await_send(pending):
+                return
+        while self._close is None or self._close.drain:
+            message = self._outbox.pop()
+            if message is None:
+                self._busy = False
+                return
+            if not await self._await_send(self._send(message)):
+                return
+
+    async def _await_send(self, send: Awaitable[None]) -> bool:
+        """Await one send under ``send_timeout``; on failure, arrange the close and say so."""
+        with anyio.move_on_after(self._limits.send_timeout) as scope:
+            self._send_scope = scope
+            try:
+                await send
+            except Exception as exc:
+                self._send_failed(exc)
+                return False
+            finally:
+                self._send_scope = None
+        if scope.cancelled_caught:
+            if self._close is None:
+                self._stats.send_timeouts += 1
+                self.request_close(1013, "send timeout", drain=False)
+            return False
+        self._stats.sent += 1
+        return True
+
+    def _enqueue(self, message: Any, size: int, key: Hashable | None) -> bool:
+        outcome = self._outbox.push(message, size, key)
+        stats = self._stats
+        if outcome is Pushed.QUEUED:
+            stats.queued += 1
+            return True
+        if outcome is Pushed.COALESCED:
+            stats.coalesced += 1
+            return True
+        if outcome is Pushed.DROPPED_OLDEST:
+            stats.queued += 1
+            stats.dropped_oldest += self._outbox.dropped
+            return True
+        if outcome is Pushed.DROPPED_NEWEST:
+            stats.dropped_newest += 1
+            return False
+        stats.slow_consumer_disconnects += 1
+        self.request_close(1013, "slow consumer", drain=False)
+        return False
+
+    def _send_failed(self, exc: Exception) -> None:
+        logger.debug("send failed, peer gone: %r", exc)
+        self._stats.send_errors += 1
+        self.peer_gone = True
+        self.request_close(1006, "send failed", drain=False)

@@ -1,0 +1,227 @@
+"""One live WebSocket connection: bounded outbound path, checked inbound path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Hashable
+from typing import Any
+
+import anyio
+from starlette.websockets import WebSocket
+
+from ..exceptions import (
+    ConnectionClosed,
+    InvalidData,
+    MessageTooBig,
+    ProtocolViolation,
+    RateLimitExceeded,
+)
+from . import _sender
+from ._encode import encode
+from ._limits import Limits
+from .ratelimit import TokenBucket
+from .stats import ManagerStats
+
+__all__ = ["Connection"]
+
+
+class Connection:
+    """A registered WebSocket with a bounded outbound queue and one writer.
+
+    Made by :meth:`ConnectionManager.connect`; do not construct it yourself.
+
+    Sending (:meth:`send`, or the manager's ``broadcast``) never awaits the socket:
+    the frame is written inline when the transport takes it at once, otherwise it
+    waits in a queue bounded by ``queue_size``/``queue_bytes`` and the manager's
+    overflow policy decides what a full queue means. There is no other buffering.
+
+    Receiving (``async for message in conn``, :meth:`iter_text`, :meth:`iter_json`)
+    enforces ``max_message_size`` (close 1009) and ``rate_limit`` (close 1008) and
+    ends cleanly, without raising, when the peer or the server closes.
+
+    Attributes:
+        id: the id the connection is registered under.
+        meta: the keyword arguments given to ``connect``, for the application's use.
+        websocket: the underlying Starlette ``WebSocket``.
+    """
+
+    __slots__ = ("__weakref__", "_bucket", "_invalid", "_limits", "_receive_scope", "_sender",
+                 "_stats", "id", "meta", "websocket")  # fmt: skip
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        id: str,
+        meta: dict[str, Any],
+        limits: Limits,
+        stats: ManagerStats,
+        inline: bool,
+    ) -> None:
+        self.id = id
+        self.meta = meta
+        self.websocket = websocket
+        self._limits = limits
+        self._stats = stats
+        self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
+        self._invalid = 0
+        self._receive_scope: anyio.CancelScope | None = None
+        self._sender = _sender.Sender(
+            websocket.send, limits, stats, inline=inline, on_closed=self._cancel_receive
+        )
+
+    def __repr__(self) -> str:
+        return f"<Connection id={self.id!r} state={self.state}>"
+
+    @property
+    def state(self) -> str:
+        """``"open"``, ``"closing"`` or ``"closed"``."""
+        return ("open", "closing", "closed")[self._sender.state]
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once a close was decided (1006 when the peer vanished)."""
+        return self._sender.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        return self._sender.close_reason
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting behind a pending send right now."""
+        return self._sender.queued
+
+    async def send(self, data: Any, *, key: Hashable | None = None) -> bool:
+        """Send ``data`` to this peer without awaiting its socket.
+
+        ``str`` is sent as text, ``bytes`` as binary, ``dict``/``list`` as JSON text.
+
+        Args:
+            data: the payload.
+            key: for ``Overflow.COALESCE``, the key a newer message replaces an older one by.
+
+        Returns:
+            ``True`` if sent or queued; ``False`` if the overflow policy dropped it.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+            TypeError: ``data`` is of a type that cannot be sent.
+        """
+        if self._sender.state is not _sender.OPEN:
+            raise ConnectionClosed(
+                f"cannot send on connection {self.id!r}: it is {self.state}",
+                code=self.close_code, reason=self.close_reason,
+            )  # fmt: skip
+        message, size = encode(data, self._limits.dumps)
+        return self._sender.deliver(message, size, key)
+
+    async def close(self, code: int = 1000, reason: str = "", *, drain: bool = True) -> None:
+        """Close the connection, by default after the queued messages are written.
+
+        Waits at most ``send_timeout`` per queued message plus ``close_timeout``.
+        """
+        self._sender.request_close(code, reason, drain=drain)
+        await self._sender.closed.wait()
+
+    async def wait_closed(self) -> None:
+        """Return once the connection is closed (by either side)."""
+        await self._sender.closed.wait()
+
+    async def receive(self) -> str | bytes | None:
+        """Return the next frame's payload, or ``None`` once the connection has ended.
+
+        Frames over ``max_message_size`` close with 1009, frames over the rate limit
+        with 1008; in both cases this returns ``None``.
+        """
+        if self._sender.state is _sender.CLOSED:
+            return None
+        with anyio.CancelScope() as scope:
+            self._receive_scope = scope
+            try:
+                message = await self.websocket.receive()
+            finally:
+                self._receive_scope = None
+        if scope.cancelled_caught:
+            return None
+        if message["type"] == "websocket.disconnect":
+            self._peer_closed(message.get("code", 1005))
+            return None
+        data: str | bytes | None = message.get("text")
+        if data is None:
+            data = message.get("bytes") or b""
+        return await self._check(data)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate()
+
+    async def iter_text(self) -> AsyncIterator[str]:
+        """Yield text frames; a binary frame closes the connection with 1003."""
+        async for data in self._iterate():
+            if isinstance(data, bytes):
+                await self._violate(InvalidData("expected a text frame, got binary", code=1003,
+                                                reason="expected text"))  # fmt: skip
+                return
+            yield data
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        """Yield decoded JSON frames (text or UTF-8 binary).
+
+        A frame that is not valid JSON is answered with
+        ``{"type": "error", "error": "invalid_json", "message": ...}`` and skipped; after
+        ``max_invalid_frames`` such frames the connection is closed with 1007.
+        """
+        async for data in self._iterate():
+            try:
+                yield json.loads(data)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                if not await self._invalid_frame("invalid_json", f"expected JSON: {exc}"):
+                    return
+
+    async def _iterate(self) -> AsyncIterator[str | bytes]:
+        while (data := await self.receive()) is not None:
+            yield data
+
+    async def _check(self, data: str | bytes) -> str | bytes | None:
+        limit = self._limits.max_message_size
+        if limit is not None and len(data) > limit // 4 and _size(data) > limit:
+            await self._violate(MessageTooBig(f"frame of {_size(data)} bytes exceeds {limit}"))
+            return None
+        if self._bucket is not None and not self._bucket.take():
+            await self._violate(RateLimitExceeded())
+            return None
+        return data
+
+    async def _invalid_frame(self, error: str, detail: str) -> bool:
+        """Answer a bad frame with an error frame; ``False`` once the connection is closed."""
+        self._stats.invalid_frames += 1
+        self._invalid += 1
+        if self._invalid >= self._limits.max_invalid_frames:
+            await self._violate(InvalidData(f"{self._invalid} invalid frames: {detail}",
+                                            reason="too many invalid frames"))  # fmt: skip
+            return False
+        self._sender.deliver(*encode({"type": "error", "error": error, "message": detail[:200]},
+                                     self._limits.dumps))  # fmt: skip
+        return True
+
+    async def _violate(self, exc: ProtocolViolation) -> None:
+        stats = self._stats
+        if isinstance(exc, MessageTooBig):
+            stats.oversize_closes += 1
+        elif isinstance(exc, RateLimitExceeded):
+            stats.rate_limit_closes += 1
+        else:
+            stats.invalid_data_closes += 1
+        await self.close(exc.code, exc.reason, drain=False)
+
+    def _peer_closed(self, code: int) -> None:
+        self._sender.peer_gone = True
+        self._sender.request_close(code, "", drain=False)
+
+    def _cancel_receive(self) -> None:
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
+
+
+def _size(data: str | bytes) -> int:
+    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode("utf-8"))

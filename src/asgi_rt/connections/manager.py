@@ -1,0 +1,246 @@
+"""ConnectionManager: the registry of live connections and fan-out over them."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Collection, Hashable, Iterable, Iterator
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ..exceptions import DuplicateConnectionId
+from ._encode import Dumps, compact_dumps, encode
+from ._limits import Limits
+from .backpressure import Overflow
+from .connection import Connection
+from .ratelimit import RateLimit
+from .stats import ManagerStats
+
+__all__ = ["ConnectionManager"]
+
+MiB = 1024 * 1024
+
+
+class ConnectionManager:
+    """Registry of live WebSocket connections with backpressure-aware fan-out.
+
+    Each connection gets a bounded outbound queue and one writer task. ``send`` and
+    :meth:`broadcast` never await a socket: a frame the transport accepts at once is
+    written inline by the caller; only a send that would block is handed to that
+    connection's writer, and later messages queue behind it up to ``queue_size``
+    messages (and ``queue_bytes`` bytes). When the queue is full, ``overflow``
+    decides: close 1013, drop the oldest, drop the newest, or coalesce by key. One
+    slow peer therefore never delays another, and nothing buffers without bound.
+
+    Args:
+        queue_size: most messages queued per connection behind a pending send.
+        queue_bytes: most payload bytes queued per connection, or ``None``.
+        overflow: the policy for a full queue (:class:`Overflow`).
+        send_timeout: seconds one send may block before the connection is closed
+            1013 (a peer that stopped reading); ``None`` waits forever.
+        max_message_size: largest inbound frame in bytes; larger closes 1009.
+        rate_limit: inbound token bucket per connection; exceeding it closes 1008.
+        max_invalid_frames: bad JSON frames tolerated per connection before 1007.
+        close_timeout: seconds to wait for a close frame to be written.
+        inline_send: write frames from the caller's task when they do not block.
+            ``None`` (default) enables it under asyncio and not under trio.
+        dumps: JSON encoder for dict/list payloads (called once per broadcast).
+
+    Raises:
+        ValueError: a bound is out of range.
+        TypeError: an option has the wrong type.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_size: int = 256,
+        queue_bytes: int | None = None,
+        overflow: Overflow = Overflow.DISCONNECT,
+        send_timeout: float | None = 5.0,
+        max_message_size: int | None = MiB,
+        rate_limit: RateLimit | None = None,
+        max_invalid_frames: int = 5,
+        close_timeout: float = 2.0,
+        inline_send: bool | None = None,
+        dumps: Dumps = compact_dumps,
+    ) -> None:
+        self._limits = Limits(
+            queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
+            send_timeout=send_timeout, close_timeout=close_timeout,
+            max_message_size=max_message_size, rate_limit=rate_limit,
+            max_invalid_frames=max_invalid_frames, dumps=dumps,
+        )  # fmt: skip
+        self._inline_send = inline_send
+        self._connections: dict[str, Connection] = {}
+        self._stats = ManagerStats()
+
+    @property
+    def overflow(self) -> Overflow:
+        return self._limits.overflow
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(tuple(self._connections.values()))
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, Connection):
+            return self._connections.get(item.id) is item
+        return item in self._connections
+
+    def get(self, id: str) -> Connection | None:
+        """The live connection registered as ``id``, or ``None``."""
+        return self._connections.get(id)
+
+    def stats(self) -> ManagerStats:
+        """A snapshot of this manager's counters."""
+        return dataclasses.replace(self._stats, active=len(self._connections))
+
+    @asynccontextmanager
+    async def connect(
+        self,
+        websocket: WebSocket,
+        *,
+        id: str | None = None,
+        subprotocol: str | None = None,
+        headers: Iterable[tuple[bytes, bytes]] | None = None,
+        **meta: Any,
+    ) -> AsyncIterator[Connection]:
+        """Accept (if not yet accepted) and register ``websocket`` for the block's duration.
+
+        The writer runs in a task group for as long as the block does. On exit the
+        connection is unregistered and closed: 1000 after draining its queue on a
+        normal exit, 1011 if the block raised, 1001 if it was cancelled. A
+        ``WebSocketDisconnect`` raised in the block is the peer leaving and is not
+        re-raised. If the manager closes the connection (slow consumer, limits),
+        a pending ``receive`` returns ``None`` and iteration ends.
+
+        Raises:
+            DuplicateConnectionId: ``id`` is already registered (the socket is not accepted).
+        """
+        conn = self._register(websocket, id, meta)
+        try:
+            if websocket.application_state is WebSocketState.CONNECTING:
+                await websocket.accept(subprotocol=subprotocol, headers=headers)
+            failure = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(conn._sender.run)
+                try:
+                    yield conn
+                except anyio.get_cancelled_exc_class():
+                    conn._sender.request_close(1001, "going away", drain=False)
+                    raise
+                except WebSocketDisconnect as exc:
+                    conn._peer_closed(exc.code)
+                except Exception as exc:  # re-raised below, outside the task group
+                    conn._sender.request_close(1011, "internal error", drain=False)
+                    failure = exc
+                else:
+                    conn._sender.request_close(1000, "", drain=True)
+            if failure is not None:
+                raise failure
+        finally:
+            await self._release(conn)
+
+    async def broadcast(
+        self,
+        data: Any,
+        *,
+        exclude: Connection | Collection[Connection] | None = None,
+        to: Iterable[Connection] | None = None,
+        key: Hashable | None = None,
+    ) -> int:
+        """Send ``data`` to every connection (or those in ``to``) without awaiting a socket.
+
+        The payload is encoded once and the same ASGI message is shared by every
+        recipient. There's no backpressure on the caller: a recipient that cannot
+        keep up is handled by the overflow policy, never by waiting.
+
+        Args:
+            data: ``str``, ``bytes``, ``dict`` or ``list``.
+            exclude: a connection, or a collection of them, to skip (e.g. the sender).
+            to: restrict the fan-out to these connections (e.g. a room's members).
+            key: coalescing key for ``Overflow.COALESCE``.
+
+        Returns:
+            How many connections the message was sent or queued to.
+        """
+        message, size = encode(data, self._limits.dumps)
+        targets = tuple(self._connections.values()) if to is None else to
+        if isinstance(exclude, Connection):
+            exclude = (exclude,)
+        delivered = 0
+        for conn in targets:
+            if exclude is not None and conn in exclude:
+                continue
+            delivered += conn._sender.deliver(message, size, key)
+        return delivered
+
+    async def close_all(
+        self, code: int = 1001, reason: str = "server shutdown", *, timeout: float = 5.0
+    ) -> None:
+        """Close every connection with ``code`` after draining its queue.
+
+        Connections still draining after ``timeout`` seconds are closed without
+        waiting for their queue (each close frame still gets ``close_timeout``).
+        """
+        conns = tuple(self._connections.values())
+        for conn in conns:
+            conn._sender.request_close(code, reason, drain=True)
+        with anyio.move_on_after(timeout):
+            for conn in conns:
+                await conn.wait_closed()
+        for conn in conns:
+            conn._sender.request_close(code, reason, drain=False)
+        with anyio.move_on_after(self._limits.close_timeout * 2):
+            for conn in conns:
+                await conn.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        await self.close_all()
+
+    def _register(self, websocket: WebSocket, id: str | None, meta: dict[str, Any]) -> Connection:
+        conn_id = uuid.uuid4().hex if id is None else id
+        if conn_id in self._connections:
+            raise DuplicateConnectionId(f"connection id {conn_id!r} is already registered")
+        conn = Connection(
+            websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
+            inline=self._use_inline(),
+        )  # fmt: skip
+        self._connections[conn_id] = conn
+        self._stats.opened += 1
+        return conn
+
+    async def _release(self, conn: Connection) -> None:
+        """Unregister and, if the writer never got to, send the close frame (shielded)."""
+        sender = conn._sender
+        with anyio.CancelScope(shield=True):
+            if conn.websocket.application_state is WebSocketState.CONNECTED:
+                await sender.send_close()  # no-op if the writer sent it or the peer is gone
+            sender.finish()
+        if self._connections.get(conn.id) is conn:
+            del self._connections[conn.id]
+            self._stats.closed += 1
+
+    def _use_inline(self) -> bool:
+        if self._inline_send is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                self._inline_send = False
+            else:
+                self._inline_send = True
+        return self._inline_send

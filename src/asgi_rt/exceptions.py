@@ -1,0 +1,90 @@
+"""Errors raised by asgi_rt.
+
+Every error derives from :class:`AsgiRtError` and carries the WebSocket close
+``code`` and ``reason`` (RFC 6455 section 7.4) that the condition maps to::
+
+    AsgiRtError
+    ├── ConnectionClosed        the connection is closed; sending to it is pointless (code, reason)
+    ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
+    └── ProtocolViolation       the peer broke a limit; the connection was closed with `code`
+        ├── MessageTooBig       a frame over max_message_size (1009)
+        ├── RateLimitExceeded   the per-connection token bucket ran dry (1008)
+        └── InvalidData         a frame of the wrong kind or undecodable payload (1003 / 1007)
+
+Configuration errors are not part of the tree: constructors raise ``ValueError`` or
+``TypeError`` at construction, as the standard library does.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AsgiRtError",
+    "ConnectionClosed",
+    "DuplicateConnectionId",
+    "InvalidData",
+    "MessageTooBig",
+    "ProtocolViolation",
+    "RateLimitExceeded",
+]
+
+
+class AsgiRtError(Exception):
+    """Root of every error asgi_rt raises on purpose.
+
+    Attributes:
+        code: the WebSocket close code the condition maps to.
+        reason: a short, client-safe close reason (at most 123 bytes of UTF-8).
+    """
+
+    default_code = 1011
+    default_reason = "internal error"
+
+    def __init__(self, message: str = "", *, code: int | None = None, reason: str | None = None):
+        self.code = self.default_code if code is None else code
+        self.reason = self.default_reason if reason is None else reason
+        super().__init__(message or self.reason)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r}, code={self.code}, reason={self.reason!r})"
+
+
+class ConnectionClosed(AsgiRtError):
+    """The connection is closed (or closing); nothing more can be sent on it."""
+
+    default_code = 1006
+    default_reason = "connection closed"
+
+
+class DuplicateConnectionId(AsgiRtError):
+    """``connect(id=...)`` named an id that a live connection already holds."""
+
+    default_code = 1008
+    default_reason = "duplicate connection id"
+
+
+class ProtocolViolation(AsgiRtError):
+    """The peer broke a limit; the connection has been closed with ``code``."""
+
+    default_code = 1008
+    default_reason = "policy violation"
+
+
+class MessageTooBig(ProtocolViolation):
+    """An inbound frame was larger than ``max_message_size``."""
+
+    default_code = 1009
+    default_reason = "message too big"
+
+
+class RateLimitExceeded(ProtocolViolation):
+    """The peer sent faster than its token bucket allows."""
+
+    default_code = 1008
+    default_reason = "rate limit exceeded"
+
+
+class InvalidData(ProtocolViolation):
+    """A frame of the wrong kind (1003) or with an undecodable payload (1007)."""
+
+    default_code = 1007
+    default_reason = "invalid data"

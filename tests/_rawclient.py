@@ -1,0 +1,106 @@
+"""A raw-socket WebSocket client: completes the handshake, then reads only when told.
+
+It is the stalled peer: with a small ``SO_RCVBUF`` and the server's ``SO_SNDBUF``
+small too, the server's sends start to block after a few KiB instead of MiBs.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import struct
+import time
+
+
+class RawClient:
+    def __init__(self, port: int, path: str = "/ws", *, rcvbuf: int | None = 4096,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]  # fmt: skip
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self._buf = b""
+        while b"\r\n\r\n" not in self._buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("server closed during the handshake")
+            self._buf += chunk
+        head, _, self._buf = self._buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1])
+
+    def send_text(self, text: str) -> None:
+        self.sock.sendall(_mask_frame(0x1, text.encode()))
+
+    def read_frames(self, timeout: float = 10.0) -> list[tuple[int, bytes]]:
+        """Read until the server's close frame or EOF (or ``timeout``); return (opcode, payload)."""
+        frames: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            frame = self._parse_one()
+            if frame is not None:
+                frames.append(frame)
+                if frame[0] == 0x8:
+                    return frames
+                continue
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            self._buf += chunk
+        return frames
+
+    def reset(self) -> None:
+        """Abort the TCP connection with RST (SO_LINGER 0), as a crashed client would."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _parse_one(self) -> tuple[int, bytes] | None:
+        buf = self._buf
+        if len(buf) < 2:
+            return None
+        opcode, length, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length, offset = struct.unpack("!H", buf[2:4])[0], 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length, offset = struct.unpack("!Q", buf[2:10])[0], 10
+        if len(buf) < offset + length:
+            return None
+        self._buf = buf[offset + length :]
+        return opcode, buf[offset : offset + length]
+
+
+def close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    for opcode, payload in frames:
+        if opcode == 0x8:
+            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+    return None
+
+
+def _mask_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp
+
+from ._server import RunningServer
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningServer]]:
+    """Start a real uvicorn for an app: ``server = serve(app, ws="websockets", sndbuf=...)``.
+
+    At teardown the server is stopped and the test fails if the server's loop saw an
+    unretrieved task exception or uvicorn logged an error.
+    """
+    servers: list[RunningServer] = []
+
+    def start(app: ASGIApp, **kwargs: Any) -> RunningServer:
+        server = RunningServer(app, **kwargs)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    for server in servers:
+        assert server.loop_errors == [], server.loop_errors
+        errors = [r.getMessage() for r in server.log.records]
+        assert errors == [], errors
