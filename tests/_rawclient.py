@@ -27,6 +27,7 @@ class RawClient:
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self._buf = b""
+        self.eof = False
         while b"\r\n\r\n" not in self._buf:
             chunk = self.sock.recv(4096)
             if not chunk:
@@ -55,6 +56,7 @@ class RawClient:
             except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
+                self.eof = True
                 break
             self._buf += chunk
         return frames

@@ -64,6 +64,7 @@ class RunningServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self._thread.join(15)
+        self.sock.close()
         logging.getLogger("uvicorn.error").removeHandler(self.log)
         if self._thread.is_alive():
             raise RuntimeError("uvicorn did not stop within 15 s")

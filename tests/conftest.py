@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
+from ._rawclient import RawClient
 from ._server import RunningServer
 
 
@@ -36,3 +37,18 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
         assert server.loop_errors == [], server.loop_errors
         errors = [r.getMessage() for r in server.log.records]
         assert errors == [], errors
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., RawClient]]:
+    """Open raw-socket WebSocket clients (the stalled peer); all closed at teardown."""
+    clients: list[RawClient] = []
+
+    def open_client(port: int, path: str = "/ws", **kwargs: Any) -> RawClient:
+        client = RawClient(port, path, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
