@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -100,37 +100,62 @@ async def websocket_session(
 ) -> AsyncIterator[WebSocketSession]:
     """Run ``app`` for one WebSocket connection to ``path``; yield the client side.
 
-    On exit the client disconnects (if the app has not closed) and the app gets
+    ``buffer`` is the app-to-client stream's capacity (0: every send waits for the
+    test to receive). On exit the client disconnects (if the app has not closed) and the app gets
     ``timeout`` seconds to finish before it is cancelled.
 
     Raises:
         AssertionError: the app rejected the handshake.
+        Exception: whatever the app raised, unwrapped (it takes precedence over the
+            test body's own error, which it usually causes).
     """
     scope = _scope(path, headers or [], subprotocols or [])
-    to_app, app_receive = anyio.create_memory_object_stream[Message](buffer)
+    to_app, app_receive = anyio.create_memory_object_stream[Message](64)
     app_send, from_app = anyio.create_memory_object_stream[Message](buffer)
     await to_app.send({"type": "websocket.connect"})
+    app_failed: list[Exception] = []
+    test_failed: list[Exception] = []
+
+    async def send(message: Message) -> None:
+        # Like a writable transport: return at once while there is room, and only
+        # wait (suspend) once the test has stopped reading and the buffer is full.
+        try:
+            app_send.send_nowait(message)
+        except anyio.WouldBlock:
+            await app_send.send(message)
+
+    async def run_app() -> None:
+        async with app_send, app_receive:
+            try:
+                await app(scope, app_receive.receive, send)
+            except Exception as exc:  # re-raised unwrapped once the task group is done
+                app_failed.append(exc)
+
     async with anyio.create_task_group() as tg, to_app, from_app:
-
-        async def run_app() -> None:
-            async with app_send, app_receive:
-                await app(scope, app_receive.receive, app_send.send)
-
         tg.start_soon(run_app)
         session = WebSocketSession(to_app, from_app)
-        first = await session.receive()
-        if first["type"] != "websocket.accept":
-            raise AssertionError(f"expected websocket.accept, got {first!r}")
-        session.accepted = first
         try:
+            session.accepted = await _accepted(session)
             yield session
+        except Exception as exc:
+            test_failed.append(exc)
         finally:
-            with anyio.move_on_after(timeout, shield=True) as scope_:
+            with anyio.move_on_after(timeout, shield=True) as waited:
                 if session.close_code is None:
-                    await to_app.send({"type": "websocket.disconnect", "code": 1000})
+                    with suppress(anyio.BrokenResourceError):  # the app already returned
+                        await to_app.send({"type": "websocket.disconnect", "code": 1000})
                 await _drain(from_app)
-            if scope_.cancelled_caught:
+            if waited.cancelled_caught:
                 tg.cancel_scope.cancel()
+    if app_failed or test_failed:
+        raise (app_failed or test_failed)[0]
+
+
+async def _accepted(session: WebSocketSession) -> Message:
+    first = await session.receive()
+    if first["type"] != "websocket.accept":
+        raise AssertionError(f"expected websocket.accept, got {first!r}")
+    return first
 
 
 async def _drain(stream: MemoryObjectReceiveStream[Message]) -> None:

@@ -33,8 +33,12 @@ async def _collect(ws: websockets.ClientConnection, count: int) -> list[int]:
     return seen
 
 
-async def _broadcast_series(server: RunningServer, manager: ConnectionManager, count: int,
-                            key_of: Callable[[int], str | None] = lambda n: None) -> None:  # fmt: skip
+KeyOf = Callable[[int], str | None]
+
+
+async def _broadcast_series(
+    server: RunningServer, manager: ConnectionManager, count: int, key_of: KeyOf = lambda n: None
+) -> None:
     async def run() -> None:
         for n in range(count):
             await manager.broadcast({"n": n, "pad": PAYLOAD}, key=key_of(n))
@@ -65,7 +69,7 @@ async def test_stalled_peer_is_closed_1013_and_healthy_peers_get_everything(
     serve: Callable[..., RunningServer], raw: Callable[..., RawClient], ws_impl: str
 ) -> None:
     manager = ConnectionManager(queue_size=16, overflow=Overflow.DISCONNECT, send_timeout=None)
-    server, stalled = await _stalled_scenario(serve, raw, manager, 400, ws_impl)
+    _server, stalled = await _stalled_scenario(serve, raw, manager, 400, ws_impl)
     await await_for(lambda: manager.get("stalled") is None, what="stalled peer evicted")
     assert manager.stats().slow_consumer_disconnects == 1
     frames = stalled.read_frames()
@@ -82,7 +86,7 @@ async def test_drop_oldest_keeps_a_bounded_queue_and_the_newest_messages(
     serve: Callable[..., RunningServer], raw: Callable[..., RawClient]
 ) -> None:
     manager = ConnectionManager(queue_size=8, overflow=Overflow.DROP_OLDEST, send_timeout=None)
-    server, stalled = await _stalled_scenario(serve, raw, manager, 400)
+    _server, stalled = await _stalled_scenario(serve, raw, manager, 400)
     conn = manager.get("stalled")
     assert conn is not None and conn.state == "open"
     assert conn.queued <= 8
@@ -96,7 +100,7 @@ async def test_drop_newest_keeps_what_was_queued_first(
     serve: Callable[..., RunningServer], raw: Callable[..., RawClient]
 ) -> None:
     manager = ConnectionManager(queue_size=8, overflow=Overflow.DROP_NEWEST, send_timeout=None)
-    server, stalled = await _stalled_scenario(serve, raw, manager, 400)
+    _server, stalled = await _stalled_scenario(serve, raw, manager, 400)
     conn = manager.get("stalled")
     assert conn is not None and conn.state == "open" and conn.queued == 8
     assert manager.stats().dropped_newest > 0
@@ -109,7 +113,9 @@ async def test_coalesce_delivers_the_latest_value_per_key(
     serve: Callable[..., RunningServer], raw: Callable[..., RawClient]
 ) -> None:
     manager = ConnectionManager(queue_size=8, overflow=Overflow.COALESCE, send_timeout=None)
-    server, stalled = await _stalled_scenario(serve, raw, manager, 400, key_of=lambda n: f"k{n % 3}")
+    _server, stalled = await _stalled_scenario(
+        serve, raw, manager, 400, key_of=lambda n: f"k{n % 3}"
+    )
     assert manager.stats().coalesced > 0
     received = _numbers(stalled.read_frames(timeout=3))
     assert {397, 398, 399} <= set(received), "the last value of every key arrives"

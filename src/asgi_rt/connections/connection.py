@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Hashable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
 
 import anyio
 from starlette.websockets import WebSocket
@@ -23,6 +23,8 @@ from .ratelimit import TokenBucket
 from .stats import ManagerStats
 
 __all__ = ["Connection"]
+
+T = TypeVar("T")
 
 
 class Connection:
@@ -153,34 +155,42 @@ class Connection:
         return await self._check(data)
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate()
+        return _Frames(self._receive_frame)
 
-    async def iter_text(self) -> AsyncIterator[str]:
-        """Yield text frames; a binary frame closes the connection with 1003."""
-        async for data in self._iterate():
-            if isinstance(data, bytes):
-                await self._violate(InvalidData("expected a text frame, got binary", code=1003,
-                                                reason="expected text"))  # fmt: skip
-                return
-            yield data
+    def iter_text(self) -> AsyncIterator[str]:
+        """Iterate text frames; a binary frame closes the connection with 1003."""
+        return _Frames(self._receive_text)
 
-    async def iter_json(self) -> AsyncIterator[Any]:
-        """Yield decoded JSON frames (text or UTF-8 binary).
+    def iter_json(self) -> AsyncIterator[Any]:
+        """Iterate decoded JSON frames (text, or UTF-8 binary).
 
         A frame that is not valid JSON is answered with
         ``{"type": "error", "error": "invalid_json", "message": ...}`` and skipped; after
         ``max_invalid_frames`` such frames the connection is closed with 1007.
         """
-        async for data in self._iterate():
+        return _Frames(self._receive_json)
+
+    async def _receive_frame(self) -> str | bytes | _End:
+        data = await self.receive()
+        return _END if data is None else data
+
+    async def _receive_text(self) -> str | _End:
+        data = await self.receive()
+        if isinstance(data, bytes):
+            await self._violate(
+                InvalidData("expected a text frame, got binary", code=1003, reason="expected text")
+            )
+            return _END
+        return _END if data is None else data
+
+    async def _receive_json(self) -> Any:
+        while (data := await self.receive()) is not None:
             try:
-                yield json.loads(data)
+                return json.loads(data)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                 if not await self._invalid_frame("invalid_json", f"expected JSON: {exc}"):
-                    return
-
-    async def _iterate(self) -> AsyncIterator[str | bytes]:
-        while (data := await self.receive()) is not None:
-            yield data
+                    break
+        return _END
 
     async def _check(self, data: str | bytes) -> str | bytes | None:
         limit = self._limits.max_message_size
@@ -221,6 +231,32 @@ class Connection:
     def _cancel_receive(self) -> None:
         if self._receive_scope is not None:
             self._receive_scope.cancel()
+
+
+class _End:
+    """Ends iteration: JSON can decode to ``None``, so ``None`` cannot."""
+
+
+_END = _End()
+
+
+class _Frames(Generic[T]):
+    """An async iterator over a receive function (not an async generator, so that
+    breaking out of ``async for`` leaves nothing to finalise)."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self, next_: Callable[[], Awaitable[T | _End]]) -> None:
+        self._next = next_
+
+    def __aiter__(self) -> _Frames[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        value = await self._next()
+        if isinstance(value, _End):
+            raise StopAsyncIteration
+        return value
 
 
 def _size(data: str | bytes) -> int:

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
+import anyio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from ..exceptions import DuplicateConnectionId
@@ -171,6 +172,9 @@ class ConnectionManager:
 
         Returns:
             How many connections the message was sent or queued to.
+
+        Under asyncio this does not suspend. Without inline sends (trio) it yields once
+        at the end so that the writers can run.
         """
         message, size = encode(data, self._limits.dumps)
         targets = tuple(self._connections.values()) if to is None else to
@@ -181,6 +185,10 @@ class ConnectionManager:
             if exclude is not None and conn in exclude:
                 continue
             delivered += conn._sender.deliver(message, size, key)
+        if self._inline_send is False:
+            # Without inline sends every message waits for a writer task: yield once so the
+            # writers run before the caller's next burst instead of letting queues fill.
+            await anyio.lowlevel.checkpoint()
         return delivered
 
     async def close_all(
