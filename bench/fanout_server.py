@@ -1,0 +1,352 @@
+"""The benchmark servers: one ASGI app per variant, and a uvicorn runner for them.
+
+Every app serves:
+
+* ``/ws``: receivers (for ``socketio``: ``/socket.io/``, receivers join room ``"r"``);
+* ``/pub``: one publisher whose every text frame is broadcast to all receivers
+  (for ``socketio``: the ``"pub"`` event, emitted to room ``"r"`` as ``"msg"``);
+* ``GET /stats``: JSON counters (``?gc=1`` runs ``gc.collect()`` first).
+
+Select the app with ``BENCH_VARIANT`` and run it with ``python -m bench.fanout_server``
+(prints one JSON line ``{"port", "stall_port", "pid"}`` once listening), or with the CLI:
+``BENCH_VARIANT=naive uvicorn --factory bench.fanout_server:make_app``.
+
+``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``).
+``BENCH_SNDBUF=<bytes>`` opens a second listener (``stall_port``) whose ``SO_SNDBUF`` is
+set to that size; accepted sockets inherit it, so a peer connecting there that stops
+reading blocks the server's sends after a few KiB instead of MiBs. Healthy peers use
+the normal listener, so they are identical with and without a stalled peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import json
+import os
+import socket
+import sys
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from asgi_rt import ConnectionManager
+
+VARIANTS = ("asgi_rt", "asgi_rt_task", "naive", "queue_writer", "socketio", "bare")
+
+StatsFn = Callable[[], dict[str, Any]]
+
+
+class Counters:
+    """Broadcasts the server started and finished: a stalled publisher shows a gap."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.done = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"broadcasts_started": self.started, "broadcasts_done": self.done}
+
+
+def _stats_route(stats: StatsFn) -> Route:
+    async def endpoint(request: Request) -> JSONResponse:
+        if request.query_params.get("gc"):
+            gc.collect()
+        return JSONResponse(stats())
+
+    return Route("/stats", endpoint)
+
+
+# asgi_rt ---------------------------------------------------------------------------------
+
+
+def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
+    manager = ConnectionManager(inline_send=inline_send)
+    counters = Counters()
+
+    async def receiver(websocket: WebSocket) -> None:
+        async with manager.connect(websocket) as conn:
+            async for _ in conn:
+                pass
+
+    async def publisher(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            counters.started += 1
+            await manager.broadcast(text)
+            counters.done += 1
+
+    def stats() -> dict[str, Any]:
+        conns = list(manager)
+        return {
+            "connections": len(manager),
+            "max_queued": max((c.queued for c in conns), default=0),
+            "closing": [[c.close_code, c.close_reason] for c in conns if c.state != "open"],
+            "manager": dataclasses.asdict(manager.stats()),
+            **counters.as_dict(),
+        }
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ]
+    )
+
+
+# naive: the ConnectionManager from the FastAPI docs ---------------------------------------
+
+
+def naive_app() -> ASGIApp:
+    from fastapi import FastAPI
+
+    class DocsConnectionManager:
+        def __init__(self) -> None:
+            self.active_connections: list[WebSocket] = []
+
+        async def connect(self, websocket: WebSocket) -> None:
+            await websocket.accept()
+            self.active_connections.append(websocket)
+
+        def disconnect(self, websocket: WebSocket) -> None:
+            self.active_connections.remove(websocket)
+
+        async def broadcast(self, message: str) -> None:
+            for connection in self.active_connections:
+                await connection.send_text(message)
+
+    manager = DocsConnectionManager()
+    counters = Counters()
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def receiver(websocket: WebSocket) -> None:
+        await manager.connect(websocket)
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            manager.disconnect(websocket)
+
+    @app.websocket("/pub")
+    async def publisher(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                data = await websocket.receive_text()
+                counters.started += 1
+                await manager.broadcast(data)
+                counters.done += 1
+        except WebSocketDisconnect:
+            pass
+
+    @app.get("/stats")
+    async def stats(request: Request) -> dict[str, Any]:
+        if request.query_params.get("gc"):
+            gc.collect()
+        return {"connections": len(manager.active_connections), **counters.as_dict()}
+
+    return app
+
+
+# queue_writer: a bounded asyncio.Queue and a writer task per client -----------------------
+
+
+def queue_writer_app() -> Starlette:
+    clients: dict[WebSocket, tuple[asyncio.Queue[str], asyncio.Task[None]]] = {}
+    counters = Counters()
+    overflow = {"closed": 0}
+    background: set[asyncio.Task[None]] = set()
+
+    async def writer(websocket: WebSocket, queue: asyncio.Queue[str]) -> None:
+        try:
+            while True:
+                await websocket.send_text(await queue.get())
+        except Exception:  # the peer left; the receive loop unregisters it
+            return
+
+    async def close_slow(websocket: WebSocket) -> None:
+        try:
+            async with asyncio.timeout(2):
+                await websocket.close(1013, "slow consumer")
+        except Exception:
+            return
+
+    def broadcast(text: str) -> None:
+        for websocket, (queue, task) in list(clients.items()):
+            try:
+                queue.put_nowait(text)
+            except asyncio.QueueFull:
+                del clients[websocket]
+                task.cancel()
+                overflow["closed"] += 1
+                closer = asyncio.create_task(close_slow(websocket))
+                background.add(closer)
+                closer.add_done_callback(background.discard)
+
+    async def receiver(websocket: WebSocket) -> None:
+        await websocket.accept()
+        queue: asyncio.Queue[str] = asyncio.Queue(maxsize=256)
+        task = asyncio.create_task(writer(websocket, queue))
+        clients[websocket] = (queue, task)
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            clients.pop(websocket, None)
+            task.cancel()
+
+    async def publisher(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            counters.started += 1
+            broadcast(text)
+            counters.done += 1
+
+    def stats() -> dict[str, Any]:
+        return {
+            "connections": len(clients),
+            "max_queued": max((q.qsize() for q, _ in clients.values()), default=0),
+            "overflow_closes": overflow["closed"],
+            **counters.as_dict(),
+        }
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ]
+    )
+
+
+# socketio: python-socketio rooms -------------------------------------------------------------
+
+
+def socketio_app() -> ASGIApp:
+    import socketio  # type: ignore[import-untyped]
+
+    sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+    counters = Counters()
+    members: set[str] = set()
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def connect(sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not auth:  # the publisher connects with auth {"pub": 1} and joins no room
+            await sio.enter_room(sid, "r")
+            members.add(sid)
+
+    @sio.event  # type: ignore[untyped-decorator]
+    async def disconnect(sid: str, *args: Any) -> None:
+        members.discard(sid)
+
+    @sio.on("pub")  # type: ignore[untyped-decorator]
+    async def pub(sid: str, data: str) -> None:
+        counters.started += 1
+        await sio.emit("msg", data, room="r")
+        counters.done += 1
+
+    def stats() -> dict[str, Any]:
+        return {"connections": len(members), **counters.as_dict()}
+
+    other = Starlette(routes=[_stats_route(stats)])
+    app: ASGIApp = socketio.ASGIApp(sio, other_asgi_app=other)
+    return app
+
+
+# bare: accept and read, nothing else (the memory floor) -----------------------------------
+
+
+def bare_app() -> Starlette:
+    count = {"connections": 0}
+
+    async def receiver(websocket: WebSocket) -> None:
+        await websocket.accept()
+        count["connections"] += 1
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            count["connections"] -= 1
+
+    return Starlette(routes=[WebSocketRoute("/ws", receiver), _stats_route(lambda: dict(count))])
+
+
+def make_app() -> ASGIApp:
+    """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
+    variant = os.environ.get("BENCH_VARIANT", "asgi_rt")
+    factories: dict[str, Callable[[], ASGIApp]] = {
+        "asgi_rt": asgi_rt_app,
+        "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
+        "naive": naive_app,
+        "queue_writer": queue_writer_app,
+        "socketio": socketio_app,
+        "bare": bare_app,
+    }
+    if variant not in factories:
+        raise SystemExit(f"BENCH_VARIANT must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    return factories[variant]()
+
+
+# runner ------------------------------------------------------------------------------------
+
+
+def _listener(sndbuf: int | None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if sndbuf is not None:  # inherited by every socket accepted from this listener
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _serve(server: Any, sockets: list[socket.socket]) -> None:
+    task: Awaitable[None] = asyncio.ensure_future(server.serve(sockets=sockets))
+    assert isinstance(task, asyncio.Future)
+    while not server.started:
+        if task.done():
+            await task
+            raise SystemExit("uvicorn exited before it started")
+        await asyncio.sleep(0.01)
+    ports = [s.getsockname()[1] for s in sockets]
+    info = {"port": ports[0], "stall_port": ports[1] if len(ports) > 1 else None}
+    print(json.dumps({**info, "pid": os.getpid()}), flush=True)
+    await task
+
+
+def main() -> None:
+    import uvicorn
+
+    from ._wsclient import raise_nofile_limit
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    raise_nofile_limit()
+    ws = os.environ.get("BENCH_WS", "websockets-sansio")
+    sndbuf = os.environ.get("BENCH_SNDBUF")
+    sockets = [_listener(None)]
+    if sndbuf:
+        sockets.append(_listener(int(sndbuf)))
+    config = uvicorn.Config(
+        "bench.fanout_server:make_app",
+        factory=True,
+        ws=ws,  # type: ignore[arg-type]
+        log_level="warning",
+        lifespan="off",
+        backlog=4096,
+        timeout_graceful_shutdown=2,
+    )
+    asyncio.run(_serve(uvicorn.Server(config), sockets))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

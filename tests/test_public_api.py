@@ -1,0 +1,39 @@
+"""The public surface: __all__ lists exactly what is exported, and it all imports."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import asgi_rt
+
+PUBLIC_MODULES = [
+    "asgi_rt",
+    "asgi_rt.connections",
+    "asgi_rt.exceptions",
+    "asgi_rt.injection",
+    "asgi_rt.testing",
+    "asgi_rt.types",
+]
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_all_names_exist(name: str) -> None:
+    module = importlib.import_module(name)
+    missing = [n for n in module.__all__ if not hasattr(module, n)]
+    assert missing == []
+    assert sorted(module.__all__) == list(module.__all__)
+
+
+def test_design_contract_names_are_exported_at_the_top() -> None:
+    for name in ["ConnectionManager", "Connection", "Overflow", "AsgiRtError"]:
+        assert name in asgi_rt.__all__
+
+
+def test_errors_carry_code_and_reason() -> None:
+    err = asgi_rt.MessageTooBig("frame of 2000 bytes exceeds 1024")
+    assert (err.code, err.reason) == (1009, "message too big")
+    assert isinstance(err, asgi_rt.ProtocolViolation)
+    assert isinstance(err, asgi_rt.AsgiRtError)
+    assert "code=1009" in repr(err)
