@@ -40,7 +40,7 @@ class RunningServer:
         self.port: int = self.sock.getsockname()[1]
         self.config = uvicorn.Config(
             app, ws=ws, ws_ping_interval=ping_interval, ws_ping_timeout=ping_interval,
-            log_level="warning", lifespan="off", timeout_graceful_shutdown=3, **config,
+            log_level="warning", timeout_graceful_shutdown=3, **{"lifespan": "off", **config},
         )  # fmt: skip
         self.server = uvicorn.Server(self.config)
         self.loop_errors: list[dict[str, Any]] = []
