@@ -64,7 +64,7 @@ async def _stalled_scenario(serve: Callable[..., RunningServer], raw: Callable[.
     return server, stalled
 
 
-@pytest.mark.parametrize("ws_impl", ["websockets", "websockets-sansio"])
+@pytest.mark.parametrize("ws_impl", ["websockets", "websockets-sansio", "wsproto"])
 async def test_stalled_peer_is_closed_1013_and_healthy_peers_get_everything(
     serve: Callable[..., RunningServer], raw: Callable[..., RawClient], ws_impl: str
 ) -> None:
