@@ -296,3 +296,33 @@ async def test_meta_is_kept_on_the_connection() -> None:
         conn = manager.get("x")
         assert conn is not None and conn.meta == {"user": "ada"}
         assert conn in manager and "x" in manager and list(manager) == [conn]
+
+
+async def test_broadcast_during_the_handshake_skips_the_connection_and_harms_nothing() -> None:
+    manager = ConnectionManager()
+    opened, release, accepting = anyio.Event(), anyio.Event(), anyio.Event()
+    inner = hold_app(manager, opened)
+
+    async def slow_accept(scope: Any, receive: Any, send: Any) -> None:
+        async def held_send(message: Any) -> None:
+            if message["type"] == "websocket.accept":
+                accepting.set()
+                await release.wait()
+            await send(message)
+
+        await inner(scope, receive, held_send)
+
+    async with anyio.create_task_group() as tg:
+
+        async def broadcast_mid_handshake() -> None:
+            await accepting.wait()
+            assert await manager.broadcast("too early") == 0
+            release.set()
+
+        tg.start_soon(broadcast_mid_handshake)
+        async with websocket_session(slow_accept, "/ws?id=late") as ws:
+            await opened.wait()
+            conn = manager.get("late")
+            assert conn is not None and conn.state == "open"
+            await manager.broadcast("welcome")
+            assert await ws.receive_text() == "welcome"

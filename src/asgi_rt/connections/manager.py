@@ -79,6 +79,7 @@ class ConnectionManager:
         )  # fmt: skip
         self._inline_send = inline_send
         self._connections: dict[str, Connection] = {}
+        self._reserved: set[str] = set()  # ids whose handshake is still in progress
         self._stats = ManagerStats()
 
     @property
@@ -126,10 +127,14 @@ class ConnectionManager:
         Raises:
             DuplicateConnectionId: ``id`` is already registered (the socket is not accepted).
         """
-        conn = self._register(websocket, id, meta)
-        try:
+        conn_id = self._reserve(id)
+        try:  # registered only once accepted: a broadcast must never race the handshake
             if websocket.application_state is WebSocketState.CONNECTING:
                 await websocket.accept(subprotocol=subprotocol, headers=headers)
+            conn = self._register(websocket, conn_id, meta)
+        finally:
+            self._reserved.discard(conn_id)
+        try:
             failure = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn._sender.run)
@@ -220,10 +225,14 @@ class ConnectionManager:
     ) -> None:  # fmt: skip
         await self.close_all()
 
-    def _register(self, websocket: WebSocket, id: str | None, meta: dict[str, Any]) -> Connection:
+    def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id
-        if conn_id in self._connections:
+        if conn_id in self._connections or conn_id in self._reserved:
             raise DuplicateConnectionId(f"connection id {conn_id!r} is already registered")
+        self._reserved.add(conn_id)
+        return conn_id
+
+    def _register(self, websocket: WebSocket, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
             websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
             inline=self._use_inline(),
