@@ -12,10 +12,23 @@ import socket
 import struct
 import time
 
+Headers = dict[str, str] | list[tuple[str, str]]
+
+
+def _items(headers: Headers | None) -> list[tuple[str, str]]:
+    if headers is None:
+        return []
+    return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+def _lower(headers: Headers | None) -> set[str]:
+    """Header names given explicitly replace the defaults (e.g. Sec-WebSocket-Version)."""
+    return {name.lower() for name, _ in _items(headers)}
+
 
 class RawClient:
     def __init__(self, port: int, path: str = "/ws", *, rcvbuf: int | None = 4096,
-                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
+                 headers: Headers | None = None) -> None:  # fmt: skip
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -30,7 +43,8 @@ class RawClient:
             f"Sec-WebSocket-Key: {key}",
             "Sec-WebSocket-Version: 13",
         ]
-        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        lines = [line for line in lines if line.split(":")[0].lower() not in _lower(headers)]
+        lines += [f"{k}: {v}" for k, v in _items(headers)]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self._buf = b""
         self.eof = False
@@ -40,7 +54,22 @@ class RawClient:
                 raise ConnectionError("server closed during the handshake")
             self._buf += chunk
         head, _, self._buf = self._buf.partition(b"\r\n\r\n")
-        self.status = int(head.split(b" ", 2)[1])
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        self.status = int(status_line.split(" ", 2)[1])
+        self.headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+    def body(self) -> bytes:
+        """The body of a refused handshake (per Content-Length)."""
+        length = int(self.headers.get("content-length", "0"))
+        while len(self._buf) < length:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self._buf += chunk
+        return self._buf[:length]
 
     def send_text(self, text: str) -> None:
         self.sock.sendall(_mask_frame(0x1, text.encode()))

@@ -13,6 +13,9 @@ PUBLIC_MODULES = [
     "asgi_rt.connections",
     "asgi_rt.exceptions",
     "asgi_rt.injection",
+    "asgi_rt.middleware",
+    "asgi_rt.middleware.auth",
+    "asgi_rt.middleware.handshake",
     "asgi_rt.testing",
     "asgi_rt.types",
 ]
@@ -27,7 +30,9 @@ def test_all_names_exist(name: str) -> None:
 
 
 def test_design_contract_names_are_exported_at_the_top() -> None:
-    for name in ["ConnectionManager", "Connection", "Overflow", "AsgiRtError"]:
+    names = ["ConnectionManager", "Connection", "Overflow", "AsgiRtError", "HandshakeMiddleware",
+             "FirstMessageAuthMiddleware"]  # fmt: skip
+    for name in names:
         assert name in asgi_rt.__all__
 
 

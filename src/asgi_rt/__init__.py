@@ -11,13 +11,23 @@ from .exceptions import (
     RateLimitExceeded,
 )
 from .injection import get_manager, manager_dependency, provide
+from .middleware import (
+    Authenticated,
+    AuthInfo,
+    FirstMessageAuthMiddleware,
+    HandshakeMiddleware,
+)
 
 __all__ = [
     "AsgiRtError",
+    "AuthInfo",
+    "Authenticated",
     "Connection",
     "ConnectionClosed",
     "ConnectionManager",
     "DuplicateConnectionId",
+    "FirstMessageAuthMiddleware",
+    "HandshakeMiddleware",
     "InvalidData",
     "ManagerStats",
     "MessageTooBig",

@@ -1,0 +1,6 @@
+"""Pure ASGI middleware for WebSocket handshakes and authentication."""
+
+from .auth import Authenticated, AuthInfo, FirstMessageAuthMiddleware
+from .handshake import HandshakeMiddleware
+
+__all__ = ["AuthInfo", "Authenticated", "FirstMessageAuthMiddleware", "HandshakeMiddleware"]
