@@ -24,7 +24,21 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.types import ASGIApp, Message
 
-__all__ = ["WebSocketSession", "websocket_session"]
+__all__ = ["WebSocketRejected", "WebSocketSession", "websocket_session"]
+
+
+class WebSocketRejected(AssertionError):
+    """The app refused the handshake (HTTP response, or a close before accept).
+
+    Attributes:
+        status: the HTTP status (403 for a close before accept, as servers answer).
+        headers: the response headers, names lower-cased.
+        body: the response body.
+    """
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        super().__init__(f"handshake rejected with {status}: {body[:80]!r}")
+        self.status, self.headers, self.body = status, headers, body
 
 
 class WebSocketSession:
@@ -105,7 +119,7 @@ async def websocket_session(
     ``timeout`` seconds to finish before it is cancelled.
 
     Raises:
-        AssertionError: the app rejected the handshake.
+        WebSocketRejected: the app refused the handshake (an ``AssertionError``).
         Exception: whatever the app raised, unwrapped (it takes precedence over the
             test body's own error, which it usually causes).
     """
@@ -153,9 +167,19 @@ async def websocket_session(
 
 async def _accepted(session: WebSocketSession) -> Message:
     first = await session.receive()
-    if first["type"] != "websocket.accept":
+    if first["type"] == "websocket.accept":
+        return first
+    if first["type"] == "websocket.close":
+        raise WebSocketRejected(403, {}, b"")
+    if first["type"] != "websocket.http.response.start":
         raise AssertionError(f"expected websocket.accept, got {first!r}")
-    return first
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in first["headers"]}
+    body = b""
+    while True:
+        part = await session.receive()
+        body += part.get("body", b"")
+        if not part.get("more_body"):
+            raise WebSocketRejected(first["status"], headers, body)
 
 
 async def _drain(stream: MemoryObjectReceiveStream[Message]) -> None:

@@ -9,6 +9,7 @@ handshake when configured), and only then runs the app, which sees an ordinary c
 from __future__ import annotations
 
 import logging
+import traceback
 from collections import Counter
 from collections.abc import Callable
 
@@ -115,8 +116,8 @@ class FirstMessageAuthMiddleware:
         except TimeoutError:
             logger.warning("authenticate took longer than %.1f s; refusing", self.timeout)
             return Failure("failed")
-        except Exception:
-            logger.exception("authenticate raised; refusing the connection")
+        except Exception as exc:
+            _log_without(token, exc)
             return Failure("failed")
         if isinstance(result, Authenticated):
             return result if result.principal else Failure("failed")
@@ -142,6 +143,12 @@ class FirstMessageAuthMiddleware:
         session = AuthSession(self, self.tokens.strip(scope), receive, hidden)
         session.authenticated(method, result, token)
         await session.run_app(self.app)
+
+
+def _log_without(token: str, exc: Exception) -> None:
+    """Log ``authenticate``'s traceback with every copy of the token masked out."""
+    text = "".join(traceback.format_exception(exc)).replace(token, "***")
+    logger.error("authenticate raised %s; refusing the connection\n%s", type(exc).__name__, text)
 
 
 def _hide_bearer(send: Send, prefix: str | None) -> Send:
