@@ -1,12 +1,17 @@
 """A tiny room chat on FastAPI: `make run` serves it on http://127.0.0.1:8000.
 
-Each socket joins the room in its path; a message is fanned out to that room's members
-through the manager's bounded queues, so a member on a bad phone line never stalls the
-room. Rooms across workers (Redis) arrive with RoomManager; this uses one process.
+Each socket is checked at the handshake (Origin allowlist, connection limits), must then
+authenticate with its first frame (demo tokens below), and joins the room in its path; a
+message is fanned out to that room's members through the manager's bounded queues, so a
+member on a bad phone line never stalls the room. Rooms across workers (Redis) arrive
+with RoomManager; this uses one process.
+
+ASGI_RT_ALLOWED_ORIGINS (comma-separated) overrides the allowed browser origins.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,9 +19,25 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
-from asgi_rt import ConnectionManager, Overflow, RateLimit, get_manager, provide
+from asgi_rt import (
+    ConnectionManager,
+    FirstMessageAuthMiddleware,
+    HandshakeMiddleware,
+    Overflow,
+    RateLimit,
+    get_manager,
+    provide,
+)
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
+DEMO_TOKENS = {"alice-token": "alice", "bob-token": "bob", "carol-token": "carol"}
+ORIGINS = os.environ.get("ASGI_RT_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+
+
+async def verify_token(token: str) -> str | None:
+    """Look the token up; a real app verifies a JWT or asks its session store."""
+    return DEMO_TOKENS.get(token)
+
 
 manager = ConnectionManager(
     queue_size=256,
@@ -34,6 +55,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(lifespan=lifespan)
 provide(app, manager)
+# add_middleware wraps: the last added is outermost. Handshake checks run first (cheap,
+# before accept), then authentication; the route only ever sees authenticated sockets.
+app.add_middleware(FirstMessageAuthMiddleware, authenticate=verify_token, timeout=5.0)
+app.add_middleware(
+    HandshakeMiddleware,
+    allowed_origins=ORIGINS.split(","),
+    allow_missing_origin=True,  # non-browser clients; browsers always send Origin
+    max_connections=10_000,
+    max_connections_per_client=50,
+)
 
 
 @app.get("/")
@@ -45,11 +76,11 @@ async def index() -> HTMLResponse:
 async def chat(
     websocket: WebSocket, room: str, manager: ConnectionManager = Depends(get_manager)
 ) -> None:
-    async with manager.connect(websocket, room=room) as conn:
-        members = [c for c in manager if c.meta.get("room") == room]
-        await manager.broadcast({"type": "joined", "id": conn.id[:6]}, to=members)
+    user = websocket.scope["user"]  # set by FirstMessageAuthMiddleware
+    async with manager.connect(websocket, room=room, user=user) as conn:
+        members = [c for c in manager if c.meta["room"] == room]
+        await manager.broadcast({"type": "joined", "user": user}, to=members)
         async for message in conn.iter_json():
             text = str(message.get("text", ""))[:2000] if isinstance(message, dict) else ""
-            members = [c for c in manager if c.meta.get("room") == room]
-            await manager.broadcast({"type": "message", "from": conn.id[:6], "text": text},
-                                    to=members)  # fmt: skip
+            members = [c for c in manager if c.meta["room"] == room]
+            await manager.broadcast({"type": "message", "from": user, "text": text}, to=members)
