@@ -5,7 +5,8 @@ is writable, so the ASGI server writes the frame and returns. Handing each such
 send to a per-connection task costs one task wake-up per message per connection,
 which is what makes a queue-per-client fan-out slower than the naive loop.
 
-So the broadcasting task steps the coroutine itself. If it finishes, nothing else
+So the broadcasting task steps the coroutine itself (``coro.send(None)``, in
+``Sender.deliver``). If it finishes, nothing else
 happens. If it yields (the transport pushed back), the half-run coroutine is
 wrapped in :class:`Resume` and handed to the connection's writer task, which
 awaits it like any other awaitable; later messages queue behind it. This is what
@@ -20,33 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-__all__ = ["Resume", "step"]
-
-_DONE = object()
-
-
-def step(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Run ``coro`` up to its first suspension.
-
-    Returns:
-        ``_DONE`` (check with :func:`finished`) if the coroutine completed, else
-        the value it yielded to the event loop (a future, or ``None`` for a bare yield).
-
-    Raises:
-        Whatever the coroutine raised before suspending.
-    """
-    try:
-        return coro.send(None)
-    except StopIteration:
-        return _DONE
-
-
-def finished(yielded: Any) -> bool:
-    return yielded is _DONE
+__all__ = ["Resume"]
 
 
 class Resume:
-    """An awaitable that finishes a coroutine :func:`step` left suspended.
+    """An awaitable that finishes a send coroutine that was stepped once and suspended.
 
     Awaiting it from a task passes the coroutine's pending future up to that task,
     and sends results, exceptions and cancellation back down, exactly as the task

@@ -44,19 +44,22 @@ class Sender:
 
     __slots__ = (
         "_busy", "_close", "_close_sent", "_inline", "_limits", "_on_closed", "_outbox",
-        "_pending", "_send", "_send_scope", "_stats", "_wake", "closed", "peer_gone", "state",
+        "_pending", "_send", "_send_control", "_send_scope", "_stats", "_wake", "closed",
+        "peer_gone", "state",
     )  # fmt: skip
 
     def __init__(
         self,
         send: SendCoroutine,
+        send_control: SendCoroutine,
         limits: Limits,
         stats: ManagerStats,
         *,
         inline: bool,
         on_closed: Callable[[], None],
     ) -> None:
-        self._send = send
+        self._send = send  # data frames
+        self._send_control = send_control  # the close frame, through Starlette's bookkeeping
         self._limits = limits
         self._stats = stats
         self._inline = inline
@@ -104,14 +107,14 @@ class Sender:
             self._wake.set()
             return True
         coro = self._send(message)
-        try:
-            yielded = _inline.step(coro)
+        try:  # run the send up to its first suspension (see _inline)
+            yielded = coro.send(None)
+        except StopIteration:
+            self._stats.sent += 1
+            return True
         except Exception as exc:
             self._send_failed(exc)
             return False
-        if _inline.finished(yielded):
-            self._stats.sent += 1
-            return True
         self._pending = _inline.Resume(coro, yielded)
         self._busy = True
         self._wake.set()
@@ -155,7 +158,7 @@ class Sender:
         message = {"type": "websocket.close", "code": request.code, "reason": request.reason}
         with anyio.move_on_after(self._limits.close_timeout):
             try:
-                await self._send(message)
+                await self._send_control(message)
             except Exception:  # the peer vanished first; nothing left to tell it
                 self.peer_gone = True
 

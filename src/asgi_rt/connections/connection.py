@@ -69,7 +69,12 @@ class Connection:
         self._invalid = 0
         self._receive_scope: anyio.CancelScope | None = None
         self._sender = _sender.Sender(
-            websocket.send, limits, stats, inline=inline, on_closed=self._cancel_receive
+            _raw_send(websocket),
+            websocket.send,
+            limits,
+            stats,
+            inline=inline,
+            on_closed=self._cancel_receive,
         )
 
     def __repr__(self) -> str:
@@ -257,6 +262,18 @@ class _Frames(Generic[T]):
         if isinstance(value, _End):
             raise StopAsyncIteration
         return value
+
+
+def _raw_send(websocket: WebSocket) -> _sender.SendCoroutine:
+    """The ASGI ``send`` under Starlette's ``WebSocket.send``, when it is reachable.
+
+    Starlette's wrapper adds a coroutine frame and state checks per frame; data frames
+    need neither (the sender tracks state itself), so frames go straight to the ASGI
+    send, which still includes every middleware. Close frames use ``websocket.send``
+    so that Starlette's own state stays right.
+    """
+    send = getattr(websocket, "_send", None)
+    return send if callable(send) else websocket.send
 
 
 def _size(data: str | bytes) -> int:
