@@ -1,12 +1,15 @@
 """The outbound half of a connection: inline sends, a bounded outbox, one writer.
 
 A message is sent inline from the caller's task when nothing is in flight; if the
-send suspends (asyncio) or inline sending is off (trio), the writer task takes over
+send suspends (asyncio) or inline sending is off (trio), a writer task takes over
 and every later message queues behind it in the bounded :class:`Outbox` until the
 writer catches up. Per-connection order is therefore always publish order.
 
-The writer is also the only place that closes the socket, so a close frame never
-races a data frame.
+The writer is started in the connection's task group only when there is something to
+wait for (a suspended send, a queue, a close) and ends when the connection is idle
+again, so an idle connection holds no task and no event. There is never more than one.
+The writer is also the only place that closes the socket, so a close frame never races
+a data frame.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from . import _inline
@@ -43,9 +47,9 @@ class Sender:
     """Owns one connection's outbound path. Created and run by ``Connection``."""
 
     __slots__ = (
-        "_busy", "_close", "_close_sent", "_inline", "_limits", "_on_closed", "_outbox",
-        "_pending", "_send", "_send_control", "_send_scope", "_stats", "_wake", "closed",
-        "peer_gone", "state",
+        "_busy", "_close", "_close_sent", "_closed_event", "_inline", "_limits", "_on_closed",
+        "_outbox", "_pending", "_send", "_send_control", "_send_scope", "_stats",
+        "_task_group", "_writing", "peer_gone", "state",
     )  # fmt: skip
 
     def __init__(
@@ -72,8 +76,9 @@ class Sender:
         self._close: _CloseRequest | None = None
         self._close_sent = False
         self._send_scope: anyio.CancelScope | None = None
-        self._wake = anyio.Event()
-        self.closed = anyio.Event()
+        self._task_group: TaskGroup | None = None
+        self._writing = False
+        self._closed_event: anyio.Event | None = None  # made only if someone waits
         self.peer_gone = False
         self.state = OPEN
 
@@ -104,7 +109,7 @@ class Sender:
         if not self._inline:
             self._busy = True
             self._outbox.push(message, size, key)
-            self._wake.set()
+            self._start_writer()
             return True
         coro = self._send(message)
         try:  # run the send up to its first suspension (see _inline)
@@ -117,7 +122,7 @@ class Sender:
             return False
         self._pending = _inline.Resume(coro, yielded)
         self._busy = True
-        self._wake.set()
+        self._start_writer()
         return True
 
     def request_close(self, code: int, reason: str, *, drain: bool) -> None:
@@ -133,21 +138,39 @@ class Sender:
             self._close.drain = False
         if not self._close.drain and self._send_scope is not None:
             self._send_scope.cancel()
-        self._wake.set()
+        self._start_writer()
 
-    async def run(self) -> None:
-        """The writer: flush whenever woken, close when asked, then mark closed."""
+    def attach(self, task_group: TaskGroup) -> None:
+        """Give the sender the connection's task group to start its writer in."""
+        self._task_group = task_group
+        if self._busy or self._close is not None:
+            self._start_writer()
+
+    async def wait_closed(self) -> None:
+        if self.state is CLOSED:
+            return
+        if self._closed_event is None:
+            self._closed_event = anyio.Event()
+        await self._closed_event.wait()
+
+    def _start_writer(self) -> None:
+        if not self._writing and self._task_group is not None and self.state is not CLOSED:
+            self._writing = True
+            self._task_group.start_soon(self._write)
+
+    async def _write(self) -> None:
+        """The writer: flush, close if asked; end once idle (a later send starts another)."""
         try:
-            while True:
-                await self._wake.wait()
-                self._wake = anyio.Event()
-                if self._close is None or self._close.drain:
-                    await self._flush()
-                if self._close is not None:
-                    break
-            await self.send_close()
-        finally:
+            if self._close is None or self._close.drain:
+                await self._flush()
+            if self._close is not None:
+                await self.send_close()
+                self.finish()
+        except BaseException:
             self.finish()
+            raise
+        finally:
+            self._writing = False
 
     async def send_close(self) -> None:
         """Send the close frame once, bounded by ``close_timeout``; never raises."""
@@ -171,7 +194,8 @@ class Sender:
             self._pending.close()
             self._pending = None
         self._stats.discarded_on_close += self._outbox.clear()
-        self.closed.set()
+        if self._closed_event is not None:
+            self._closed_event.set()
         self._on_closed()
 
     async def _flush(self) -> None:

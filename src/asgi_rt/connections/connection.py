@@ -129,11 +129,11 @@ class Connection:
         Waits at most ``send_timeout`` per queued message plus ``close_timeout``.
         """
         self._sender.request_close(code, reason, drain=drain)
-        await self._sender.closed.wait()
+        await self._sender.wait_closed()
 
     async def wait_closed(self) -> None:
         """Return once the connection is closed (by either side)."""
-        await self._sender.closed.wait()
+        await self._sender.wait_closed()
 
     async def receive(self) -> str | bytes | None:
         """Return the next frame's payload, or ``None`` once the connection has ended.

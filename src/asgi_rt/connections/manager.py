@@ -117,7 +117,8 @@ class ConnectionManager:
     ) -> AsyncIterator[Connection]:
         """Accept (if not yet accepted) and register ``websocket`` for the block's duration.
 
-        The writer runs in a task group for as long as the block does. On exit the
+        The connection's writer runs in a task group that lives as long as the block
+        (started only while a send is pending, so idle connections hold no task). On exit the
         connection is unregistered and closed: 1000 after draining its queue on a
         normal exit, 1011 if the block raised, 1001 if it was cancelled. A
         ``WebSocketDisconnect`` raised in the block is the peer leaving and is not
@@ -137,7 +138,7 @@ class ConnectionManager:
         try:
             failure = None
             async with anyio.create_task_group() as tg:
-                tg.start_soon(conn._sender.run)
+                conn._sender.attach(tg)  # the writer starts here only when it is needed
                 try:
                     yield conn
                 except anyio.get_cancelled_exc_class():
