@@ -338,7 +338,7 @@ def main() -> None:
     config = uvicorn.Config(
         "bench.fanout_server:make_app",
         factory=True,
-        ws=ws,  # type: ignore[arg-type]
+        ws=ws,
         log_level="warning",
         lifespan="off",
         backlog=4096,
