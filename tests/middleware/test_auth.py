@@ -131,3 +131,17 @@ def test_bad_options_fail_at_construction(options: dict[str, Any], error: type[E
 
     with pytest.raises(error):
         FirstMessageAuthMiddleware(Starlette(), **{"authenticate": authenticate, **options})
+
+
+async def test_first_message_mode_keeps_the_subprotocol_the_handshake_negotiated() -> None:
+    from asgi_rt import HandshakeMiddleware
+
+    mw, seen = protected()
+    guarded = HandshakeMiddleware(mw, allowed_origins=["*"], allow_missing_origin=True,
+                                  subprotocols=["chat"])  # fmt: skip
+    headers = [(b"sec-websocket-version", b"13")]
+    async with websocket_session(guarded, "/ws", headers=headers, subprotocols=["x", "chat"]) as ws:
+        assert ws.accepted is not None and ws.accepted["subprotocol"] == "chat"
+        await ws.send_json({"type": "auth", "token": "good"})
+        assert await ws.receive_json() == {"type": "auth_ok"}
+    assert seen[0][0] == "ada"
