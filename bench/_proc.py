@@ -168,3 +168,12 @@ def run_client(
         return None, f"client exited {done.returncode}: {tail}"
     result: dict[str, Any] = json.loads(lines[-1])
     return result, ""
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``bench/out/<name>`` and say so; return the path."""
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / name
+    out.write_text(json.dumps(payload, indent=1))
+    print(f"wrote {out.relative_to(ROOT)}")
+    return out

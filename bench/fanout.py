@@ -43,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._proc import OUT_DIR, Server, pin_cpus, run_client
+from ._proc import Server, pin_cpus, run_client, write_json
 
 VARIANTS = ("asgi_rt", "naive", "queue_writer", "socketio")
 WS_IMPLS = ("websockets-sansio", "websockets")  # uvicorn's default first
@@ -427,21 +427,16 @@ def main(argv: list[str] | None = None) -> int:
     checks = print_report(plan, summary)
     elapsed = time.perf_counter() - t0
     print(f"\n{len(sessions)} sessions in {elapsed:.0f} s")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / "fanout.json"
-    out.write_text(
-        json.dumps(
-            {
-                "plan": asdict(plan),
-                "summary": summary,
-                "targets": checks,
-                "sessions": sessions,
-                "elapsed_s": elapsed,
-            },
-            indent=1,
-        )
+    write_json(
+        "fanout.json",
+        {
+            "plan": asdict(plan),
+            "summary": summary,
+            "targets": checks,
+            "sessions": sessions,
+            "elapsed_s": elapsed,
+        },
     )
-    print(f"wrote {out.relative_to(OUT_DIR.parent.parent)}")
     return 0
 
 

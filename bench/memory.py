@@ -19,7 +19,6 @@ KiB per connection = (after - before) / N. Both processes raise their open-files
 from __future__ import annotations
 
 import argparse
-import json
 import select
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server
+from ._proc import ROOT, Server, write_json
 from ._wsclient import OP_CLOSE, Reactor, WSConn, http_get_json, raise_nofile_limit
 
 APPS = ("bare", "asgi_rt")
@@ -230,21 +229,16 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line[:200])
     elapsed = time.perf_counter() - t0
     print(f"\n{len(runs)} runs in {elapsed:.0f} s")
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / "memory.json"
-    out.write_text(
-        json.dumps(
-            {
-                "connections": n,
-                "rounds": rounds,
-                "summary": summary,
-                "targets": checks,
-                "runs": runs,
-            },
-            indent=1,
-        )
+    write_json(
+        "memory.json",
+        {
+            "connections": n,
+            "rounds": rounds,
+            "summary": summary,
+            "targets": checks,
+            "runs": runs,
+        },
     )
-    print(f"wrote {out.relative_to(ROOT)}")
     return 0
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import traceback
 from collections import Counter
-from collections.abc import Callable
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._authsession import AuthSession, Failure
+from ._outcomes import Outcomes, ReasonHook
 from ._reject import reject
 from ._tokens import Authenticate, Authenticated, AuthInfo, HandshakeTokens
 
@@ -24,7 +24,7 @@ __all__ = ["AuthInfo", "Authenticated", "FirstMessageAuthMiddleware"]
 
 logger = logging.getLogger("asgi_rt.auth")
 
-FailureHook = Callable[[str, Scope], None]
+FailureHook = ReasonHook
 
 
 class FirstMessageAuthMiddleware:
@@ -93,8 +93,8 @@ class FirstMessageAuthMiddleware:
         self.timeout = timeout
         self.max_auth_size = max_auth_size
         self.tokens = HandshakeTokens(header, cookie, subprotocol_prefix, query_param)
-        self.stats: Counter[str] = Counter() if stats is None else stats
-        self.on_failure = on_failure
+        self.outcomes = Outcomes(stats, on_failure, "on_failure")
+        self.stats = self.outcomes.stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -124,12 +124,7 @@ class FirstMessageAuthMiddleware:
         return Authenticated(result) if result else Failure("failed")
 
     def failed(self, reason: str, scope: Scope) -> None:
-        self.stats[reason] += 1
-        if self.on_failure is not None:
-            try:
-                self.on_failure(reason, scope)
-            except Exception:
-                logger.exception("on_failure hook raised; ignoring it")
+        self.outcomes.record(reason, scope)
 
     async def _handshake_auth(
         self, scope: Scope, receive: Receive, send: Send, method: str, token: str

@@ -9,21 +9,19 @@ connection limits. A refused handshake gets a real HTTP status; the app is not i
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._limits import ConnectionLimiter
 from ._origin import OriginPattern, parse_origin, parse_pattern
+from ._outcomes import Outcomes, ReasonHook
 from ._reject import reject
 
 __all__ = ["HandshakeMiddleware", "RejectHook"]
 
-logger = logging.getLogger("asgi_rt.handshake")
-
-RejectHook = Callable[[str, Scope], None]
+RejectHook = ReasonHook
 
 # reason -> (HTTP status, body); the reasons are the bounded label set for metrics
 REJECTIONS = {
@@ -95,8 +93,8 @@ class HandshakeMiddleware:
         self.limiter = ConnectionLimiter(
             max_connections, max_connections_per_client, client_ip_header, trusted_hops
         )
-        self.stats: Counter[str] = Counter() if stats is None else stats
-        self.on_reject = on_reject
+        self.outcomes = Outcomes(stats, on_reject, "on_reject")
+        self.stats = self.outcomes.stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -142,12 +140,7 @@ class HandshakeMiddleware:
         return next((p for p in offered if p in self.subprotocols), None)
 
     async def _reject(self, scope: Scope, send: Send, reason: str) -> None:
-        self.stats[reason] += 1
-        if self.on_reject is not None:
-            try:
-                self.on_reject(reason, scope)
-            except Exception:
-                logger.exception("on_reject hook raised; the rejection goes ahead")
+        self.outcomes.record(reason, scope)
         status, body = REJECTIONS[reason]
         extra = [(b"sec-websocket-version", b"13")] if reason == "version" else None
         await reject(scope, send, status, body, extra)
