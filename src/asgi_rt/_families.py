@@ -1,0 +1,170 @@
+"""Metric families that cost a few list operations per observation.
+
+``prometheus_client``'s own children take a lock and do lookups on every call, which
+is most of what per-frame telemetry costs (see PERF-NOTES). These families aggregate
+into plain ints and lists (one event loop thread writes them; a scrape reads them) and
+turn into ``prometheus_client`` metric families only at scrape time, through one
+collector. Label children are bound once, per connection, never per frame.
+
+In prometheus multiprocess mode these in-process values would not be aggregated
+across workers, so :class:`Families` builds ``prometheus_client`` metrics instead,
+with the same ``labels(...).observe/inc/dec`` surface.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import prometheus_client
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Exemplar
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["Families", "HistogramChild"]
+
+
+class HistogramChild(Protocol):
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None: ...
+
+
+class CounterChild(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class GaugeChild(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class _Histogram:
+    __slots__ = ("bounds", "counts", "exemplars", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.exemplars: list[Exemplar | None] | None = None
+
+    def observe(self, amount: float, exemplar: dict[str, str] | None = None) -> None:
+        i = bisect_left(self.bounds, amount)
+        self.counts[i] += 1
+        self.sum += amount
+        if exemplar is not None:
+            if self.exemplars is None:
+                self.exemplars = [None] * len(self.counts)
+            self.exemplars[i] = Exemplar(exemplar, amount, time.time())
+
+
+class _Value:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        self.value -= amount
+
+
+class _Family:
+    def __init__(self, kind: str, name: str, doc: str, labels: Sequence[str],
+                 bounds: tuple[float, ...] = ()) -> None:  # fmt: skip
+        self.kind, self.name, self.doc = kind, name, doc
+        self.label_names = tuple(labels)
+        self.bounds = bounds
+        self.children: dict[tuple[str, ...], Any] = {}
+        self.functions: list[Callable[[], Iterable[tuple[tuple[str, ...], float]]]] = []
+
+    def labels(self, *values: str) -> Any:
+        child = self.children.get(values)
+        if child is None:
+            if len(values) != len(self.label_names):
+                raise ValueError(f"{self.name} takes labels {self.label_names}, got {values}")
+            child = _Histogram(self.bounds) if self.kind == "histogram" else _Value()
+            self.children[values] = child
+        return child
+
+    def collect(self) -> Metric:
+        if self.kind == "histogram":
+            return self._collect_histogram()
+        cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
+        family = cls(self.name, self.doc, labels=self.label_names)
+        for values, child in list(self.children.items()):
+            family.add_metric(values, child.value)
+        for function in self.functions:
+            for values, value in function():
+                family.add_metric(values, value)
+        return family
+
+    def _collect_histogram(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
+        les = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        for values, child in list(self.children.items()):
+            running, buckets = 0, []
+            exemplars = child.exemplars or [None] * len(les)
+            for le, count, exemplar in zip(les, child.counts, exemplars, strict=True):
+                running += count
+                buckets.append((le, running, exemplar) if exemplar else (le, running))
+            family.add_metric(values, buckets, child.sum)
+        return family
+
+
+class _Collector(Collector):
+    def __init__(self, families: list[_Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        """Names for the registry's duplicate check (values are not needed)."""
+        return self.collect()
+
+
+class Families:
+    """Builds the metric families for one registry, fast or multiprocess-safe."""
+
+    def __init__(self, registry: CollectorRegistry, *, multiprocess: bool) -> None:
+        self.registry = registry
+        self.multiprocess = multiprocess
+        self._fast: list[_Family] = []
+
+    def histogram(
+        self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Any:
+        if self.multiprocess:
+            return prometheus_client.Histogram(name, doc, labels, registry=self.registry,
+                                               buckets=tuple(buckets))  # fmt: skip
+        return self._add(_Family("histogram", name, doc, labels, tuple(buckets)))
+
+    def counter(self, name: str, doc: str, labels: Sequence[str]) -> Any:
+        if self.multiprocess:
+            return prometheus_client.Counter(name, doc, labels, registry=self.registry)
+        return self._add(_Family("counter", name.removesuffix("_total"), doc, labels))
+
+    def gauge(self, name: str, doc: str, labels: Sequence[str]) -> Any:
+        if self.multiprocess:
+            return prometheus_client.Gauge(name, doc, labels, registry=self.registry,
+                                           multiprocess_mode="livesum")  # fmt: skip
+        return self._add(_Family("gauge", name, doc, labels))
+
+    def register(self) -> None:
+        """Register the fast families (after all are made, so duplicates are caught)."""
+        if self._fast:
+            self.registry.register(_Collector(self._fast))
+
+    def _add(self, family: _Family) -> _Family:
+        self._fast.append(family)
+        return family

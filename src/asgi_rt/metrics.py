@@ -1,0 +1,186 @@
+"""Prometheus metrics for asgi_rt, and an ASGI app that exposes them.
+
+Every metric is prefixed ``asgi_rt_``; ``route`` is the route template, never the raw
+path; every label takes values from a bounded set. Time buckets start at 50 µs and
+size buckets at 64 B. One :class:`Metrics` per registry: share it between the
+middlewares and managers of an app (``TelemetryMiddleware(app, metrics=metrics)``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ._families import Families
+
+__all__ = [
+    "CLOSE_CODES",
+    "SIZE_BUCKETS",
+    "TIME_BUCKETS",
+    "Metrics",
+    "close_code_label",
+    "metrics_app",
+]
+
+TIME_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # fmt: skip
+SIZE_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+DURATION_BUCKETS = (0.1, 1, 10, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
+CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011,
+                         1012, 1013, 1014, 1015})  # fmt: skip
+
+
+def close_code_label(code: int | None) -> str:
+    """Bucket a close code into a bounded label value."""
+    if code is None:
+        return "none"
+    if code in CLOSE_CODES:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
+
+
+def _multiprocess_enabled() -> bool:
+    # prometheus_client switches itself to multiprocess values on this variable; we follow it
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class Metrics:
+    """The asgi_rt metric families in one registry.
+
+    Args:
+        registry: where to register (default: prometheus_client's global ``REGISTRY``).
+        multiprocess: build multiprocess-safe ``prometheus_client`` metrics (gauges as
+            ``livesum``). Default: whatever prometheus_client itself is configured for,
+            i.e. whether ``PROMETHEUS_MULTIPROC_DIR`` is set.
+
+    Raises:
+        ValueError: the registry already holds asgi_rt metrics (share one ``Metrics``).
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
+    ) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        self.multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
+        f = Families(self.registry, multiprocess=self.multiprocess)
+        p = "asgi_rt_"
+        self.connections_active = f.gauge(p + "connections_active", "Open WebSockets.", ["route"])
+        self.connections_total = f.counter(
+            p + "connections_total",
+            "Handshakes by outcome (accepted, rejected).",
+            ["route", "outcome"],
+        )
+        self.handshake_duration = f.histogram(
+            p + "handshake_duration_seconds",
+            "Handshake start to accept or denial.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.connection_duration = f.histogram(
+            p + "connection_duration_seconds", "Accept to close.", ["route"], DURATION_BUCKETS
+        )
+        self.disconnects = f.counter(
+            p + "disconnects_total",
+            "Closes by initiator and close code.",
+            ["route", "initiator", "code"],
+        )
+        self.messages = f.counter(
+            p + "messages_total",
+            "Frames (SSE: events) by direction and type.",
+            ["route", "direction", "type"],
+        )
+        self.message_size = f.histogram(
+            p + "message_size_bytes", "Frame payload size.", ["route", "direction"], SIZE_BUCKETS
+        )
+        self.message_processing = f.histogram(
+            p + "message_processing_seconds",
+            "A received frame to the app's next receive.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.send_duration = f.histogram(
+            p + "send_duration_seconds",
+            "Time inside send: transport backpressure.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.queue_wait = f.histogram(
+            p + "queue_wait_seconds",
+            "Enqueued behind a pending send until written.",
+            [],
+            TIME_BUCKETS,
+        )
+        self.queue_depth = f.gauge(p + "queue_depth", "Messages queued behind pending sends.", [])
+        self.messages_dropped = f.counter(
+            p + "messages_dropped_total", "Messages dropped by the overflow policy.", ["reason"]
+        )
+        self.slow_consumer_disconnects = f.counter(
+            p + "slow_consumer_disconnects_total",
+            "Connections closed 1013 (queue or send timeout).",
+            [],
+        )
+        self.auth_failures = f.counter(
+            p + "auth_failures_total", "Authentication failures.", ["reason"]
+        )
+        self.handshake_rejections = f.counter(
+            p + "handshake_rejections_total", "Handshakes refused before accept.", ["reason"]
+        )
+        self.rooms_active = f.gauge(p + "rooms_active", "Rooms with a local member.", [])
+        self.backplane_publish = f.histogram(
+            p + "backplane_publish_seconds", "Backplane publish latency.", [], TIME_BUCKETS
+        )
+        self.backplane_lag = f.histogram(
+            p + "backplane_lag_seconds", "Publish to local delivery.", [], TIME_BUCKETS
+        )
+        self.backplane_listener_up = f.gauge(
+            p + "backplane_listener_up", "1 while the backplane listener is connected.", []
+        )
+        f.register()
+
+    def handshake_rejected(self, reason: str, scope: Scope) -> None:
+        """Count a refusal; pass as ``HandshakeMiddleware(on_reject=...)``."""
+        self.handshake_rejections.labels(reason).inc()
+
+    def auth_failed(self, reason: str, scope: Scope) -> None:
+        """Count an auth failure; pass as ``FirstMessageAuthMiddleware(on_failure=...)``."""
+        self.auth_failures.labels(reason).inc()
+
+
+def metrics_app(
+    registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
+) -> ASGIApp:
+    """An ASGI app serving the Prometheus exposition (OpenMetrics when the scraper asks).
+
+    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, e.g. ``uvicorn --workers N``)
+    each scrape aggregates every worker's files, whichever worker answers.
+    """
+    chosen = REGISTRY if registry is None else registry
+    use_multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
+        source: Any = chosen
+        if use_multiprocess:
+            source = CollectorRegistry()
+            MultiProcessCollector(source)  # type: ignore[no-untyped-call]
+        encoder, content_type = choose_encoder(accept)
+        body = encoder(source)
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
