@@ -1,5 +1,6 @@
 """asgi_rt: production-grade WebSockets for any Starlette or FastAPI app."""
 
+from ._version import __version__ as __version__
 from .connections import Connection, ConnectionManager, ManagerStats, Overflow, RateLimit
 from .exceptions import (
     AsgiRtError,
@@ -11,11 +12,13 @@ from .exceptions import (
     RateLimitExceeded,
 )
 from .injection import get_manager, manager_dependency, provide
+from .metrics import Metrics, metrics_app
 from .middleware import (
     Authenticated,
     AuthInfo,
     FirstMessageAuthMiddleware,
     HandshakeMiddleware,
+    TelemetryMiddleware,
 )
 
 __all__ = [
@@ -31,13 +34,14 @@ __all__ = [
     "InvalidData",
     "ManagerStats",
     "MessageTooBig",
+    "Metrics",
     "Overflow",
     "ProtocolViolation",
     "RateLimit",
     "RateLimitExceeded",
+    "TelemetryMiddleware",
     "get_manager",
     "manager_dependency",
+    "metrics_app",
     "provide",
 ]
-
-__version__ = "0.1.0"

@@ -2,5 +2,12 @@
 
 from .auth import Authenticated, AuthInfo, FirstMessageAuthMiddleware
 from .handshake import HandshakeMiddleware
+from .telemetry import TelemetryMiddleware
 
-__all__ = ["AuthInfo", "Authenticated", "FirstMessageAuthMiddleware", "HandshakeMiddleware"]
+__all__ = [
+    "AuthInfo",
+    "Authenticated",
+    "FirstMessageAuthMiddleware",
+    "HandshakeMiddleware",
+    "TelemetryMiddleware",
+]

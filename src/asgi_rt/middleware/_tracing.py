@@ -1,0 +1,59 @@
+"""Span helpers for the telemetry middleware: names, attributes, the frame sampler."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from starlette.types import Scope
+
+__all__ = ["FrameSampler", "exemplar_of", "route_of", "start_frame_span"]
+
+AttributesHook = Callable[[Scope], Mapping[str, Any]]
+
+
+def route_of(scope: Scope) -> str:
+    """The route template Starlette matched (``/ws/{room}``), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unknown"
+
+
+class FrameSampler:
+    """Decides, before the tracer is touched, whether a frame gets a span."""
+
+    __slots__ = ("_random", "ratio")
+
+    def __init__(self, ratio: float) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"frame_sample_ratio must be within [0, 1], got {ratio!r}")
+        self.ratio = ratio
+        self._random = random.random
+
+    def __call__(self) -> bool:
+        ratio = self.ratio
+        return ratio >= 1.0 or (ratio > 0.0 and self._random() < ratio)
+
+
+def start_frame_span(
+    tracer: Tracer, name: str, kind: SpanKind, route: str, size: int, link: Link | None,
+    parent: Span | None = None,
+) -> Span:  # fmt: skip
+    attributes: dict[str, str | int] = {
+        "http.route": route,
+        "network.protocol.name": "websocket",
+        "messaging.message.body.size": size,
+    }
+    context = None if parent is None else trace.set_span_in_context(parent)
+    links = None if link is None else [link]
+    return tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
+
+
+def exemplar_of(span: Span | None) -> dict[str, str] | None:
+    """The trace id of a recording span, as a Prometheus exemplar label set."""
+    if span is None or not span.is_recording():
+        return None
+    return {"trace_id": format(span.get_span_context().trace_id, "032x")}

@@ -1,0 +1,223 @@
+"""One WebSocket connection's telemetry: the receive/send wrappers and what they record.
+
+Per-connection state lives here (never on the middleware). Label children are bound
+once, when the route is known (at accept or denial); per frame the wrappers do a
+clock read, a few list/int updates and, only for sampled frames, touch the tracer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..metrics import close_code_label
+from ._tracing import exemplar_of, route_of, start_frame_span
+
+if TYPE_CHECKING:
+    from .telemetry import TelemetryMiddleware
+
+__all__ = ["WebSocketRecorder"]
+
+logger = logging.getLogger("asgi_rt.telemetry")
+
+# The sampled receive-frame span being processed in this context, so a send made while
+# handling it (on this connection or, through a broadcast, on another) is its child.
+current_frame: ContextVar[Span | None] = ContextVar("asgi_rt_current_frame", default=None)
+
+perf_counter = time.perf_counter
+_UNBOUND: Any = None
+
+
+class WebSocketRecorder:
+    def __init__(self, mw: TelemetryMiddleware, scope: Scope) -> None:
+        self.mw, self.scope = mw, scope
+        self.started = perf_counter()
+        self.accepted_at: float | None = None
+        self.route = "unknown"
+        self.received_at: float | None = None  # the frame the app is processing, if any
+        self.frame_span: Span | None = None
+        self.frame_token: Any = None
+        self.counts = [0, 0, 0, 0]  # frames in, frames out, bytes in, bytes out
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.initiator = "server"
+        self.handshake = mw.tracer.start_span("WS", kind=SpanKind.SERVER, attributes={
+            "network.protocol.name": "websocket",
+            "url.scheme": scope.get("scheme", "ws"),
+        })  # fmt: skip
+        self.handshake_open = True
+        self.link: Link | None = None
+        # bound label children, set by _bind once the route is known (at accept)
+        self.in_text = self.in_binary = self.out_text = self.out_binary = _UNBOUND
+        self.size_in = self.size_out = self.processing = self.send_duration = _UNBOUND
+
+    async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
+        self._receive, self._send = receive, send
+        try:
+            await app(self.scope, self.receive, self.send)
+        except BaseException:
+            if self.accepted_at is not None and self.close_code is None:
+                self.close_code, self.close_reason = 1011, "server error"
+            raise
+        finally:
+            self._finish()
+
+    async def receive(self) -> Message:
+        if self.received_at is not None:
+            self._frame_done(perf_counter())
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            self._frame_in(message)
+        elif kind == "websocket.disconnect" and self.close_code is None:
+            self.close_code, self.initiator = message.get("code", 1005), "client"
+            self.close_reason = message.get("reason") or ""
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind != "websocket.send":
+            await self._control(message)
+            return
+        text = message.get("text")
+        if text is not None:
+            size = len(text) if text.isascii() else len(text.encode())
+            counter = self.out_text
+        else:
+            size = len(message.get("bytes") or b"")
+            counter = self.out_binary
+        span = self._send_span(size) if self.mw.sampler() else None
+        started = perf_counter()
+        try:
+            await self._send(message)
+        finally:
+            self.send_duration.observe(perf_counter() - started)
+            counter.inc()
+            self.size_out.observe(size)
+            self.counts[1] += 1
+            self.counts[3] += size
+            if span is not None:
+                span.end()
+
+    def _frame_in(self, message: Message) -> None:
+        now = perf_counter()
+        self.received_at = now
+        text = message.get("text")
+        if text is not None:
+            size = len(text) if text.isascii() else len(text.encode())
+            self.in_text.inc()
+        else:
+            size = len(message.get("bytes") or b"")
+            self.in_binary.inc()
+        self.counts[0] += 1
+        self.counts[2] += size
+        if self.mw.sampler():
+            span = start_frame_span(self.mw.tracer, f"WS {self.route} receive", SpanKind.CONSUMER,
+                                    self.route, size, self.link)  # fmt: skip
+            self.frame_span = span
+            self.frame_token = otel_context.attach(trace.set_span_in_context(span))
+            current_frame.set(span)
+        self.size_in.observe(size, exemplar_of(self.frame_span))
+
+    def _frame_done(self, now: float) -> None:
+        assert self.received_at is not None  # callers check; keeps mypy's narrowing
+        self.processing.observe(now - self.received_at, exemplar_of(self.frame_span))
+        self.received_at = None
+        span = self.frame_span
+        if span is not None:
+            self.frame_span = None
+            current_frame.set(None)
+            otel_context.detach(self.frame_token)
+            span.end()
+
+    def _send_span(self, size: int) -> Span:
+        return start_frame_span(self.mw.tracer, f"WS {self.route} send", SpanKind.PRODUCER,
+                                self.route, size, self.link, current_frame.get())  # fmt: skip
+
+    async def _control(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self._handshake_done(101)
+        elif kind == "websocket.close":
+            if self.accepted_at is None:
+                self._handshake_done(403)
+            elif self.close_code is None:
+                self.close_code = message.get("code", 1000)
+                self.close_reason = message.get("reason") or ""
+        elif kind == "websocket.http.response.start":
+            self._handshake_done(int(message["status"]))
+        await self._send(message)
+
+    def _handshake_done(self, status: int) -> None:
+        metrics, route = self.mw.metrics, route_of(self.scope)
+        self.route = route
+        now = perf_counter()
+        metrics.handshake_duration.labels(route).observe(now - self.started)
+        span = self.handshake
+        span.update_name(f"WS {route}")
+        span.set_attribute("http.route", route)
+        span.set_attribute("http.response.status_code", status)
+        self.mw.user_attributes(span, self.scope)
+        self.handshake_open = False
+        if status != 101:
+            metrics.connections_total.labels(route, "rejected").inc()
+            span.set_status(Status(StatusCode.ERROR, f"handshake denied with {status}"))
+            span.end()
+            return
+        metrics.connections_total.labels(route, "accepted").inc()
+        metrics.connections_active.labels(route).inc()
+        self.accepted_at = now
+        self.link = Link(span.get_span_context())
+        span.end()
+        self._bind(route)
+
+    def _bind(self, route: str) -> None:
+        """Bind this connection's label children once (per connection, never per frame)."""
+        m = self.mw.metrics
+        self.in_text = m.messages.labels(route, "in", "text")
+        self.in_binary = m.messages.labels(route, "in", "binary")
+        self.out_text = m.messages.labels(route, "out", "text")
+        self.out_binary = m.messages.labels(route, "out", "binary")
+        self.size_in = m.message_size.labels(route, "in")
+        self.size_out = m.message_size.labels(route, "out")
+        self.processing = m.message_processing.labels(route)
+        self.send_duration = m.send_duration.labels(route)
+
+    def _finish(self) -> None:
+        if self.received_at is not None:
+            self._frame_done(perf_counter())
+        if self.accepted_at is None:
+            if self.handshake_open:  # the app returned or raised without answering
+                self.handshake_open = False
+                self.handshake.set_status(Status(StatusCode.ERROR, "no handshake answer"))
+                self.handshake.end()
+            return
+        metrics, route = self.mw.metrics, self.route
+        metrics.connections_active.labels(route).dec()
+        metrics.connection_duration.labels(route).observe(perf_counter() - self.accepted_at)
+        code = self.close_code if self.close_code is not None else 1006
+        metrics.disconnects.labels(route, self.initiator, close_code_label(code)).inc()
+        self._close_record(code)
+
+    def _close_record(self, code: int) -> None:
+        frames_in, frames_out, bytes_in, bytes_out = self.counts
+        links = [self.link] if self.link else None
+        span = self.mw.tracer.start_span(f"WS {self.route} close", links=links, attributes={
+            "http.route": self.route,
+            "network.protocol.name": "websocket",
+            "websocket.close.code": code,
+            "websocket.close.reason": self.close_reason[:123],
+            "websocket.close.initiator": self.initiator,
+            "websocket.messages.received": frames_in,
+            "websocket.messages.sent": frames_out,
+            "websocket.bytes.received": bytes_in,
+            "websocket.bytes.sent": bytes_out,
+        })  # fmt: skip
+        span.end()

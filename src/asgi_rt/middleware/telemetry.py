@@ -1,0 +1,98 @@
+"""TelemetryMiddleware: Prometheus metrics and OpenTelemetry spans for every frame.
+
+The peer our users try first, the OpenTelemetry ASGI middleware, names WebSocket spans
+by raw path, nests two spans per frame under one endless connection span, records no
+close codes and costs about two thirds of echo throughput. This one names spans and
+labels metrics by route template, links frame spans to a short handshake span, records
+how connections end, and decides frame sampling before touching the tracer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, TracerProvider
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import mark_process_dead
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._version import __version__
+from ..metrics import Metrics
+from ._sse import EventStreamRecorder, wants_event_stream
+from ._tracing import AttributesHook, FrameSampler
+from ._wsrecorder import WebSocketRecorder
+
+__all__ = ["TelemetryMiddleware"]
+
+logger = logging.getLogger("asgi_rt.telemetry")
+
+
+class TelemetryMiddleware:
+    """Observe WebSocket (and SSE) traffic; plain HTTP passes through after a type check.
+
+    Args:
+        app: the ASGI app.
+        metrics: the :class:`~asgi_rt.metrics.Metrics` to record into; made on
+            ``registry`` if omitted. Share one per registry.
+        registry: where a new ``Metrics`` registers (default: the global registry).
+        tracer_provider: OpenTelemetry provider (default: the global API one, a no-op
+            unless an SDK is configured).
+        frame_sample_ratio: share of frames that get a span, decided before the tracer
+            is called (handshake and close records are always offered to the tracer).
+        span_attributes: ``hook(scope) -> {name: value}`` added to the handshake span;
+            a raising hook is logged and ignored.
+
+    Raises:
+        ValueError: ``frame_sample_ratio`` outside [0, 1].
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None = None,
+        registry: CollectorRegistry | None = None,
+        tracer_provider: TracerProvider | None = None,
+        frame_sample_ratio: float = 1.0,
+        span_attributes: AttributesHook | None = None,
+    ) -> None:
+        self.app = app
+        self.sampler = FrameSampler(frame_sample_ratio)
+        self.metrics = Metrics(registry) if metrics is None else metrics
+        self.tracer = trace.get_tracer("asgi_rt", __version__, tracer_provider=tracer_provider)
+        self.span_attributes = span_attributes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "websocket":
+            await WebSocketRecorder(self, scope).run(self.app, receive, send)
+        elif kind == "http" and wants_event_stream(scope):
+            await EventStreamRecorder(self, scope).run(self.app, receive, send)
+        elif kind == "lifespan" and self.metrics.multiprocess:
+            await self.app(scope, receive, _mark_dead_on_shutdown(send))
+        else:
+            await self.app(scope, receive, send)
+
+    def user_attributes(self, span: Span, scope: Scope) -> None:
+        if self.span_attributes is None or not span.is_recording():
+            return
+        try:
+            attributes: Mapping[str, Any] = self.span_attributes(scope)
+            span.set_attributes(dict(attributes))
+        except Exception:
+            logger.exception("span_attributes hook raised; the span goes on without them")
+
+
+def _mark_dead_on_shutdown(send: Send) -> Send:
+    """In multiprocess mode, mark this worker's live gauges dead once it shuts down."""
+
+    async def send_and_mark(message: Message) -> None:
+        await send(message)
+        if message["type"] == "lifespan.shutdown.complete":
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    return send_and_mark
