@@ -9,6 +9,7 @@ middlewares and managers of an app (``TelemetryMiddleware(app, metrics=metrics)`
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -144,7 +145,40 @@ class Metrics:
         self.backplane_listener_up = f.gauge(
             p + "backplane_listener_up", "1 while the backplane listener is connected.", []
         )
+        self._managers: weakref.WeakSet[Any] = weakref.WeakSet()
         f.register()
+
+    def watch(self, manager: Any) -> None:
+        """Export a ConnectionManager's queue depth, drops and slow-consumer closes.
+
+        Read from ``manager.stats()`` at scrape time and summed over every watched
+        manager. Without multiprocess mode only: in multiprocess mode each worker's
+        scrape-time values are not aggregated, so these three are not exported.
+        """
+        if self.multiprocess:
+            return
+        if not self._managers:
+            self.queue_depth.functions.append(self._depth)
+            self.messages_dropped.functions.append(self._drops)
+            self.slow_consumer_disconnects.functions.append(self._slow)
+        self._managers.add(manager)
+
+    def _depth(self) -> list[tuple[tuple[str, ...], float]]:
+        return [((), float(sum(c.queued for m in list(self._managers) for c in m)))]
+
+    def _drops(self) -> list[tuple[tuple[str, ...], float]]:
+        totals = dict.fromkeys(("drop_oldest", "drop_newest", "coalesced", "closed"), 0.0)
+        for manager in list(self._managers):
+            s = manager.stats()
+            totals["drop_oldest"] += s.dropped_oldest
+            totals["drop_newest"] += s.dropped_newest
+            totals["coalesced"] += s.coalesced
+            totals["closed"] += s.dropped_closed + s.discarded_on_close
+        return [((reason,), value) for reason, value in totals.items()]
+
+    def _slow(self) -> list[tuple[tuple[str, ...], float]]:
+        stats = [m.stats() for m in list(self._managers)]
+        return [((), float(sum(s.slow_consumer_disconnects + s.send_timeouts for s in stats)))]
 
     def handshake_rejected(self, reason: str, scope: Scope) -> None:
         """Count a refusal; pass as ``HandshakeMiddleware(on_reject=...)``."""

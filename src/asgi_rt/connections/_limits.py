@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ._encode import Dumps
 from .backpressure import Overflow
@@ -22,6 +23,7 @@ class Limits:
     rate_limit: RateLimit | None
     max_invalid_frames: int
     dumps: Dumps
+    queue_wait: Any = None  # a bound histogram child (observe(seconds)), when metrics are on
 
     def __post_init__(self) -> None:
         _at_least("queue_size", self.queue_size, 1)

@@ -15,6 +15,7 @@ a data frame.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any
 
@@ -210,6 +211,8 @@ class Sender:
                 return
             if not await self._await_send(self._send(message)):
                 return
+            if self._limits.queue_wait is not None:
+                self._limits.queue_wait.observe(time.perf_counter() - self._outbox.last_queued_at)
 
     async def _await_send(self, send: Awaitable[None]) -> bool:
         """Await one send under ``send_timeout``; on failure, arrange the close and say so."""

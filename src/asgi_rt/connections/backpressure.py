@@ -10,6 +10,7 @@ fits, replaces an older one, is dropped and counted, or condemns the connection.
 from __future__ import annotations
 
 import enum
+import time
 from collections import deque
 from collections.abc import Hashable
 from typing import Any
@@ -48,12 +49,13 @@ class Pushed(enum.Enum):
 
 
 class _Entry:
-    __slots__ = ("key", "message", "size")
+    __slots__ = ("key", "message", "queued_at", "size")
 
     def __init__(self, message: Any, size: int, key: Hashable | None) -> None:
         self.message = message
         self.size = size
         self.key = key
+        self.queued_at = time.perf_counter()
 
 
 class Outbox:
@@ -67,7 +69,8 @@ class Outbox:
     The deque is created on first use so an idle connection costs no queue.
     """
 
-    __slots__ = ("_items", "_keyed", "dropped", "max_bytes", "max_messages", "nbytes", "overflow")
+    __slots__ = ("_items", "_keyed", "dropped", "last_queued_at", "max_bytes", "max_messages",
+                 "nbytes", "overflow")  # fmt: skip
 
     def __init__(self, *, max_messages: int, max_bytes: int | None, overflow: Overflow) -> None:
         self.max_messages = max_messages
@@ -75,6 +78,7 @@ class Outbox:
         self.overflow = overflow
         self.nbytes = 0
         self.dropped = 0  # messages evicted by the last push (DROP_OLDEST / COALESCE)
+        self.last_queued_at = 0.0  # perf_counter() when the last popped message was queued
         self._items: deque[_Entry] | None = None
         self._keyed: dict[Hashable, _Entry] | None = None
 
@@ -108,6 +112,7 @@ class Outbox:
             return None
         entry = self._items.popleft()
         self.nbytes -= entry.size
+        self.last_queued_at = entry.queued_at
         if entry.key is not None and self._keyed is not None:
             self._keyed.pop(entry.key, None)
         return entry.message

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Collection, Hashable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.lowlevel
@@ -21,6 +21,9 @@ from .backpressure import Overflow
 from .connection import Connection
 from .ratelimit import RateLimit
 from .stats import ManagerStats
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 __all__ = ["ConnectionManager"]
 
@@ -51,6 +54,9 @@ class ConnectionManager:
         inline_send: write frames from the caller's task when they do not block.
             ``None`` (default) enables it under asyncio and not under trio.
         dumps: JSON encoder for dict/list payloads (called once per broadcast).
+        metrics: export queue wait, queue depth, drops and slow-consumer closes into
+            this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
+            ``stats()`` at scrape time, so they cost nothing per message).
 
     Raises:
         ValueError: a bound is out of range.
@@ -70,17 +76,21 @@ class ConnectionManager:
         close_timeout: float = 2.0,
         inline_send: bool | None = None,
         dumps: Dumps = compact_dumps,
+        metrics: Metrics | None = None,
     ) -> None:
         self._limits = Limits(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
             max_message_size=max_message_size, rate_limit=rate_limit,
             max_invalid_frames=max_invalid_frames, dumps=dumps,
+            queue_wait=None if metrics is None else metrics.queue_wait.labels(),
         )  # fmt: skip
         self._inline_send = inline_send
         self._connections: dict[str, Connection] = {}
         self._reserved: set[str] = set()  # ids whose handshake is still in progress
         self._stats = ManagerStats()
+        if metrics is not None:
+            metrics.watch(self)
 
     @property
     def overflow(self) -> Overflow:
