@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest bench bench-fanout bench-memory clean
+.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -33,8 +33,19 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.installed-dev
+pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Servers the tests run for real: Prometheus (the Grafana dashboard test). Installed from
+# Debian's packages when missing and we are root; otherwise say what to install.
+system-deps:
+	@command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "note: install Debian's 'prometheus' package for the Grafana dashboard test"; \
+	  fi; }
 
 bench: bench-fanout bench-memory
 

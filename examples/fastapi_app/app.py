@@ -23,9 +23,12 @@ from asgi_rt import (
     ConnectionManager,
     FirstMessageAuthMiddleware,
     HandshakeMiddleware,
+    Metrics,
     Overflow,
     RateLimit,
+    TelemetryMiddleware,
     get_manager,
+    metrics_app,
     provide,
 )
 
@@ -39,7 +42,9 @@ async def verify_token(token: str) -> str | None:
     return DEMO_TOKENS.get(token)
 
 
+metrics = Metrics()  # the global prometheus_client registry; one Metrics per registry
 manager = ConnectionManager(
+    metrics=metrics,
     queue_size=256,
     overflow=Overflow.DISCONNECT,
     max_message_size=16 * 1024,
@@ -57,14 +62,20 @@ app = FastAPI(lifespan=lifespan)
 provide(app, manager)
 # add_middleware wraps: the last added is outermost. Handshake checks run first (cheap,
 # before accept), then authentication; the route only ever sees authenticated sockets.
-app.add_middleware(FirstMessageAuthMiddleware, authenticate=verify_token, timeout=5.0)
+app.add_middleware(
+    FirstMessageAuthMiddleware, authenticate=verify_token, timeout=5.0,
+    on_failure=metrics.auth_failed,
+)  # fmt: skip
 app.add_middleware(
     HandshakeMiddleware,
     allowed_origins=ORIGINS.split(","),
     allow_missing_origin=True,  # non-browser clients; browsers always send Origin
     max_connections=10_000,
     max_connections_per_client=50,
+    on_reject=metrics.handshake_rejected,
 )
+app.add_middleware(TelemetryMiddleware, metrics=metrics)  # outermost: sees rejections too
+app.add_route("/metrics", metrics_app())
 
 
 @app.get("/")

@@ -24,6 +24,7 @@ __all__ = [
     "SIZE_BUCKETS",
     "TIME_BUCKETS",
     "Metrics",
+    "MetricsApp",
     "close_code_label",
     "metrics_app",
 ]
@@ -189,23 +190,20 @@ class Metrics:
         self.auth_failures.labels(reason).inc()
 
 
-def metrics_app(
-    registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
-) -> ASGIApp:
-    """An ASGI app serving the Prometheus exposition (OpenMetrics when the scraper asks).
+class MetricsApp:
+    """The ASGI exposition app :func:`metrics_app` returns (a class, so that Starlette's
+    ``Route("/metrics", metrics_app())`` treats it as an ASGI app, not a view function)."""
 
-    In multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, e.g. ``uvicorn --workers N``)
-    each scrape aggregates every worker's files, whichever worker answers.
-    """
-    chosen = REGISTRY if registry is None else registry
-    use_multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
+    def __init__(self, registry: CollectorRegistry, multiprocess: bool) -> None:
+        self.registry = registry
+        self.multiprocess = multiprocess
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
-        source: Any = chosen
-        if use_multiprocess:
+        source: Any = self.registry
+        if self.multiprocess:
             source = CollectorRegistry()
             MultiProcessCollector(source)  # type: ignore[no-untyped-call]
         encoder, content_type = choose_encoder(accept)
@@ -217,4 +215,15 @@ def metrics_app(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    return app
+
+def metrics_app(
+    registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
+) -> ASGIApp:
+    """An ASGI app serving the Prometheus exposition (OpenMetrics when the scraper asks).
+
+    Mount it with ``app.add_route("/metrics", metrics_app())`` or ``app.mount(...)``. In
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, e.g. ``uvicorn --workers N``)
+    each scrape aggregates every worker's files, whichever worker answers.
+    """
+    chosen = REGISTRY if registry is None else registry
+    return MetricsApp(chosen, _multiprocess_enabled() if multiprocess is None else multiprocess)
