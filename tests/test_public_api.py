@@ -16,6 +16,8 @@ PUBLIC_MODULES = [
     "asgi_rt.middleware",
     "asgi_rt.middleware.auth",
     "asgi_rt.middleware.handshake",
+    "asgi_rt.middleware.telemetry",
+    "asgi_rt.metrics",
     "asgi_rt.testing",
     "asgi_rt.types",
 ]
@@ -31,7 +33,8 @@ def test_all_names_exist(name: str) -> None:
 
 def test_design_contract_names_are_exported_at_the_top() -> None:
     names = ["ConnectionManager", "Connection", "Overflow", "AsgiRtError", "HandshakeMiddleware",
-             "FirstMessageAuthMiddleware"]  # fmt: skip
+             "FirstMessageAuthMiddleware", "TelemetryMiddleware", "Metrics",
+             "metrics_app"]  # fmt: skip
     for name in names:
         assert name in asgi_rt.__all__
 
@@ -42,3 +45,15 @@ def test_errors_carry_code_and_reason() -> None:
     assert isinstance(err, asgi_rt.ProtocolViolation)
     assert isinstance(err, asgi_rt.AsgiRtError)
     assert "code=1009" in repr(err)
+
+
+def test_dashboard_command_prints_importable_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from asgi_rt.__main__ import main
+
+    assert main(["dashboard"]) == 0
+    dashboard = json.loads(capsys.readouterr().out)
+    assert dashboard["uid"] == "asgi-rt"
+    assert all(t["expr"].startswith(("sum", "histogram_quantile", "min"))
+               for p in dashboard["panels"] for t in p["targets"])  # fmt: skip
