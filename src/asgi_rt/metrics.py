@@ -21,10 +21,10 @@ from ._families import Families
 
 __all__ = [
     "CLOSE_CODES",
-    "Metrics",
-    "MetricsApp",
     "SIZE_BUCKETS",
     "TIME_BUCKETS",
+    "Metrics",
+    "MetricsApp",
     "close_code_label",
     "metrics_app",
 ]
