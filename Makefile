@@ -36,16 +36,23 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Servers the tests run for real: Prometheus (the Grafana dashboard test). Installed from
-# Debian's packages when missing and we are root; otherwise say what to install.
+# Servers the tests run for real (each test starts its own on a free port): redis-server
+# (the Redis backplane) and Prometheus (the Grafana dashboard test). Installed from Debian's
+# packages when missing and we are root; otherwise say what to install.
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus
 system-deps:
-	@command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || { \
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/bin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
-	    echo "note: install Debian's 'prometheus' package for the Grafana dashboard test"; \
-	  fi; }
+	    echo "note: install Debian's packages:$$missing (tests that need them are skipped)"; \
+	  fi; \
+	fi
 
 bench: bench-fanout bench-memory
 

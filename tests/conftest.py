@@ -7,6 +7,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from ._rawclient import RawClient
+from ._redis import RedisServer
 from ._server import RunningServer
 
 
@@ -52,3 +53,12 @@ def raw() -> Iterator[Callable[..., RawClient]]:
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free port (no persistence); stopped at teardown."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()

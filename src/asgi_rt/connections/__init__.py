@@ -4,6 +4,14 @@ from .backpressure import Overflow
 from .connection import Connection
 from .manager import ConnectionManager
 from .ratelimit import RateLimit
+from .rooms import RoomManager
 from .stats import ManagerStats
 
-__all__ = ["Connection", "ConnectionManager", "ManagerStats", "Overflow", "RateLimit"]
+__all__ = [
+    "Connection",
+    "ConnectionManager",
+    "ManagerStats",
+    "Overflow",
+    "RateLimit",
+    "RoomManager",
+]

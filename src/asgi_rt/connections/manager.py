@@ -256,12 +256,16 @@ class ConnectionManager:
         """Unregister and, if the writer never got to, send the close frame (shielded)."""
         sender = conn._sender
         with anyio.CancelScope(shield=True):
+            await self._on_release(conn)
             if conn.websocket.application_state is WebSocketState.CONNECTED:
                 await sender.send_close()  # no-op if the writer sent it or the peer is gone
             sender.finish()
         if self._connections.get(conn.id) is conn:
             del self._connections[conn.id]
             self._stats.closed += 1
+
+    async def _on_release(self, conn: Connection) -> None:
+        """Called once per connection as it ends (shielded); subclasses clean up here."""
 
     def _use_inline(self) -> bool:
         if self._inline_send is None:

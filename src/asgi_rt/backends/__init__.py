@@ -1,0 +1,36 @@
+"""Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``)."""
+
+from __future__ import annotations
+
+from .base import Backend, BackendUnavailable, HistoryGap, Publication
+from .memory import MemoryBackend
+
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "HistoryGap",
+    "MemoryBackend",
+    "Publication",
+    "make_backend",
+]
+
+
+def make_backend(spec: Backend | str, *, history_size: int = 1000) -> Backend:
+    """An instance passes through; a URL picks the implementation (imported lazily).
+
+    Raises:
+        ValueError: an unknown URL scheme.
+        TypeError: neither a URL nor a Backend.
+    """
+    if isinstance(spec, str):
+        scheme = spec.partition("://")[0]
+        if scheme == "memory":
+            return MemoryBackend(history_size=history_size)
+        if scheme in {"redis", "rediss", "unix"}:
+            from .redis import RedisBackend  # optional dependency: the 'redis' extra
+
+            return RedisBackend.from_url(spec, history_size=history_size)
+        raise ValueError(f"unknown backend URL {spec!r}: expected memory:// or redis://")
+    if not isinstance(spec, Backend):
+        raise TypeError(f"expected a Backend or a URL, got {type(spec).__name__}")
+    return spec

@@ -1,0 +1,85 @@
+"""The backplane contract: what a RoomManager needs from a pub/sub with history.
+
+A backend carries a room's publications to every process that has a member in it,
+numbers them per room (``seq``, monotonically increasing from 1), and keeps a bounded
+history so that a client that reconnects can be given what it missed, or be told that
+it cannot (the history was trimmed, or lost: then the room's ``epoch`` changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+
+from ..exceptions import AsgiRtError
+
+__all__ = ["Backend", "BackendUnavailable", "HistoryGap", "Publication"]
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One message published to a channel, as every subscriber receives it.
+
+    Attributes:
+        channel: the room.
+        seq: its number in the room (1, 2, ...), the same on every worker.
+        epoch: the room's history generation; changes when history is lost.
+        data: the payload, opaque bytes to the backend.
+    """
+
+    channel: str
+    seq: int
+    epoch: str
+    data: bytes
+
+
+class HistoryGap(AsgiRtError):
+    """The history cannot fill the gap since ``since``: trimmed, or the epoch changed."""
+
+    default_code = 1000
+    default_reason = "history unavailable"
+
+
+class BackendUnavailable(AsgiRtError):
+    """The backplane cannot be reached (publish during an outage fails fast with this)."""
+
+    default_code = 1013
+    default_reason = "backplane unavailable"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Pub/sub with per-channel sequence numbers and bounded history.
+
+    Used as an async context manager (connect on enter, release everything on exit).
+    ``publications()`` is the one stream a RoomManager's listener reads; it is bounded,
+    and every publication to a subscribed channel appears in it exactly once, in order
+    per channel.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...  # fmt: skip
+
+    async def publish(self, channel: str, data: bytes) -> Publication: ...
+
+    async def subscribe(self, channel: str) -> None: ...
+
+    async def unsubscribe(self, channel: str) -> None: ...
+
+    def publications(self) -> AsyncIterator[Publication]: ...
+
+    async def history(
+        self, channel: str, since: int, epoch: str | None = None
+    ) -> list[Publication]:
+        """Publications with ``seq > since``, oldest first.
+
+        Raises:
+            HistoryGap: some of them are no longer kept, or ``epoch`` is not current.
+        """
+        ...

@@ -1,0 +1,259 @@
+"""RedisBackend: rooms across workers and machines through Redis (the ``redis`` extra).
+
+asyncio only (redis-py's asyncio client). One pub/sub connection per process carries
+every room this process has members in: SUBSCRIBE on a room's first local member,
+UNSUBSCRIBE on its last. A publish is one Lua call that numbers the publication
+(``INCR``), appends it to the room's Stream (``XADD MAXLEN ~ history_size``, the
+history), and PUBLISHes it, atomically. The room's ``epoch`` key changes when its
+history is lost (a Redis restart without persistence, or eviction), so a client
+resuming from an old epoch is told recovery is impossible instead of getting a gap.
+
+When Redis drops the listener's connection (restart, network, or its own
+``client-output-buffer-limit`` kill), the listener logs a WARNING, reconnects with
+capped exponential backoff and full jitter, and resubscribes every active room;
+``listener_up`` (and the ``asgi_rt_backplane_listener_up`` gauge, when metrics are
+wired) says whether it is connected. Publications sent while it was down are in the
+rooms' history: clients resume from their last ``seq``. A publish during an outage
+fails within ``publish_timeout`` with :class:`BackendUnavailable`; it never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.exceptions import RedisError
+
+from .base import BackendUnavailable, HistoryGap, Publication
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("asgi_rt.backends.redis")
+
+# KEYS: seq, epoch, stream, channel; ARGV: data, maxlen, fresh epoch
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[2], epoch)
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'e', epoch, 'd', ARGV[1])
+end
+redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])
+return {seq, epoch}
+"""
+
+
+class RedisBackend:
+    """Pub/sub, sequence numbers and Stream history in Redis.
+
+    Args:
+        client: a ``redis.asyncio.Redis`` (its connection pool is used for publishes and
+            history; the listener takes one extra connection).
+        history_size: publications kept per room (approximately: ``MAXLEN ~``).
+        prefix: key prefix for every key and channel this backend touches.
+        buffer: publications the local listener may hold before it stops reading.
+        publish_timeout: seconds before a publish fails with ``BackendUnavailable``.
+        max_backoff: cap of the listener's reconnect backoff, in seconds.
+        on_listener_state: ``hook(up: bool)`` when the listener (dis)connects.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        history_size: int = 1000,
+        prefix: str = "asgi_rt:",
+        buffer: int = 10_000,
+        publish_timeout: float = 2.0,
+        max_backoff: float = 5.0,
+        on_listener_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
+            raise ValueError("history_size >= 0, buffer >= 1, timeouts > 0 are required")
+        self.client = client
+        self.history_size = history_size
+        self.prefix = prefix
+        self.publish_timeout = publish_timeout
+        self.max_backoff = max_backoff
+        self.on_listener_state = on_listener_state
+        self.listener_up = False
+        self.reconnects = 0
+        self._buffer = buffer
+        self._channels: set[str] = set()
+        self._pubsub: Any = None
+        self._script: Any = None
+        self._task_group: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[Publication] | None = None
+        self._receive: MemoryObjectReceiveStream[Publication] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisBackend:
+        # redis-py 8 sets a 5 s socket timeout; the listener treats idle reads as normal
+        return cls(aioredis.Redis.from_url(url), **options)
+
+    async def __aenter__(self) -> Self:
+        self._script = self.client.register_script(_PUBLISH)
+        self._send, self._receive = anyio.create_memory_object_stream[Publication](self._buffer)
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._listen)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
+            await self._task_group.__aexit__(None, None, None)
+            self._task_group = None
+        if self._send is not None:
+            self._send.close()
+        if self._receive is not None:
+            self._receive.close()
+        await self.client.aclose()
+
+    async def publish(self, channel: str, data: bytes) -> Publication:
+        keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
+                self._key(channel, "stream"), self._key(channel, "pub")]  # fmt: skip
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                args = [data, self.history_size, uuid.uuid4().hex[:12]]
+                seq, epoch = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendUnavailable(f"publish to {channel!r} failed: {exc!r}") from exc
+        return Publication(channel, int(seq), _text(epoch), data)
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        if self._pubsub is not None and self.listener_up:
+            try:
+                await self._pubsub.subscribe(self._key(channel, "pub"))
+            except (RedisError, OSError) as exc:  # the listener resubscribes on reconnect
+                logger.debug("subscribe %r deferred to the reconnect: %r", channel, exc)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._pubsub is not None and self.listener_up:
+            try:
+                await self._pubsub.unsubscribe(self._key(channel, "pub"))
+            except (RedisError, OSError) as exc:
+                logger.debug("unsubscribe %r failed (connection lost): %r", channel, exc)
+
+    def publications(self) -> AsyncIterator[Publication]:
+        if self._receive is None:
+            raise RuntimeError("RedisBackend is not started: use it as 'async with'")
+        return self._receive
+
+    async def history(
+        self, channel: str, since: int, epoch: str | None = None
+    ) -> list[Publication]:
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                current, room_epoch = await self.client.mget(
+                    self._key(channel, "seq"), self._key(channel, "epoch")
+                )
+                entries = await self.client.xrange(
+                    self._key(channel, "stream"), f"{since + 1}-1", "+"
+                )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise BackendUnavailable(f"history of {channel!r} failed: {exc!r}") from exc
+        return _check_history(channel, since, epoch, current, room_epoch, entries or [])
+
+    def _key(self, channel: str, kind: str) -> str:
+        return f"{self.prefix}{kind}:{channel}"
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._listen_once()
+                backoff = 0.1
+            except (RedisError, OSError, TimeoutError) as exc:
+                self._set_up(False)
+                self.reconnects += 1
+                delay = random.uniform(0, backoff)  # full jitter
+                logger.warning("backplane listener lost Redis (%r); reconnecting in %.2f s",
+                               exc, delay)  # fmt: skip
+                await anyio.sleep(delay)
+                backoff = min(self.max_backoff, backoff * 2)
+
+    async def _listen_once(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.subscribe(self._key("__asgi_rt_control__", "pub"))  # keeps it open
+            channels = [self._key(c, "pub") for c in self._channels]
+            if channels:
+                await pubsub.subscribe(*channels)
+            self._pubsub = pubsub
+            self._set_up(True)
+            await self._read(pubsub)
+        finally:
+            self._pubsub = None
+            self._set_up(False)
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _read(self, pubsub: Any) -> None:
+        assert self._send is not None
+        prefix_len = len(self._key("", "pub"))
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is None:  # idle: normal; a dead connection raises instead
+                continue
+            if message.get("type") != "message":
+                continue
+            publication = _parse(_text(message["channel"])[prefix_len:], message["data"])
+            if publication is not None:
+                await self._send.send(publication)  # bounded: waits rather than buffer more
+
+    def _set_up(self, up: bool) -> None:
+        if self.listener_up == up:
+            return
+        self.listener_up = up
+        if self.on_listener_state is not None:
+            try:
+                self.on_listener_state(up)
+            except Exception:
+                logger.exception("on_listener_state hook raised; ignoring it")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _parse(channel: str, payload: bytes) -> Publication | None:
+    epoch, _, rest = payload.partition(b" ")
+    seq, _, data = rest.partition(b" ")
+    try:
+        return Publication(channel, int(seq), epoch.decode(), data)
+    except ValueError:
+        logger.warning("ignoring a malformed backplane message on %r", channel)
+        return None
+
+
+def _check_history(channel: str, since: int, epoch: str | None, current: Any,
+                   room_epoch: Any, entries: list[Any]) -> list[Publication]:  # fmt: skip
+    current_seq = int(current or 0)
+    if epoch is not None and (room_epoch is None or _text(room_epoch) != epoch):
+        raise HistoryGap(f"room {channel!r} history epoch changed", reason="epoch changed")
+    if since > current_seq:
+        raise HistoryGap(f"seq {since} is ahead of room {channel!r} ({current_seq})",
+                         reason="unknown position")  # fmt: skip
+    publications = [
+        Publication(channel, int(_text(entry_id).split("-")[0]), _text(fields[b"e"]), fields[b"d"])
+        for entry_id, fields in entries
+    ]
+    if since < current_seq and (not publications or publications[0].seq != since + 1):
+        raise HistoryGap(f"room {channel!r} no longer keeps seq {since + 1}", reason="trimmed")
+    return publications

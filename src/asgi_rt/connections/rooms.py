@@ -1,0 +1,178 @@
+"""RoomManager: rooms on top of ConnectionManager, fanned out through a backplane.
+
+A publication goes to the backend once; every process's listener receives it once and
+fans it out to its local members through their bounded queues (the same inline-send
+path and overflow policy as ``broadcast``). Each room's publications carry ``seq``;
+``join(..., since=seq)`` replays what a reconnecting client missed, in order and
+without duplicates, or tells it that recovery is impossible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..backends import Backend, HistoryGap, Publication, make_backend
+from ..types import WebSocketSendEvent
+from ._membership import Membership
+from .connection import Connection
+from .manager import ConnectionManager
+
+__all__ = ["RoomManager"]
+
+logger = logging.getLogger("asgi_rt.rooms")
+
+
+class RoomManager(ConnectionManager):
+    """Rooms whose members may live on any worker, through a backplane.
+
+    Members receive ``{"room": ..., "seq": ..., "data": ...}`` (JSON text) per publication;
+    ``seq`` increases by one per publication in the room, on every worker alike.
+
+    Args:
+        backend: a :class:`~asgi_rt.backends.Backend` or a URL (``memory://``, default,
+            one process; ``redis://host:port/db`` across workers and machines).
+        history_size: publications kept per room for ``join(..., since=...)``.
+        **options: the :class:`ConnectionManager` options (queue bounds, overflow, ...).
+
+    Use it as ``async with RoomManager(...) as rooms:`` (e.g. in the app's lifespan): that
+    starts the backend and the listener, and on exit closes every connection (1001)
+    and stops them.
+    """
+
+    def __init__(self, *, backend: Backend | str = "memory://", history_size: int = 1000,
+                 **options: Any) -> None:  # fmt: skip
+        super().__init__(**options)
+        self.backend = make_backend(backend, history_size=history_size)
+        self._rooms: dict[str, set[Connection]] = {}
+        self._joined: dict[Connection, dict[str, Membership]] = {}
+        self._task_group: TaskGroup | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.backend.__aenter__()
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._listen)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        try:
+            await self.close_all()
+        finally:
+            if self._task_group is not None:
+                self._task_group.cancel_scope.cancel()
+                await self._task_group.__aexit__(None, None, None)
+                self._task_group = None
+            await self.backend.__aexit__(exc_type, exc, tb)
+
+    def rooms(self) -> list[str]:
+        """Rooms with at least one member in this process."""
+        return list(self._rooms)
+
+    def members(self, room: str) -> frozenset[Connection]:
+        """This process's members of ``room``."""
+        return frozenset(self._rooms.get(room, ()))
+
+    async def join(
+        self, conn: Connection, room: str, *, since: int | None = None, epoch: str | None = None
+    ) -> None:
+        """Add ``conn`` to ``room``; with ``since``, first replay what it missed after it.
+
+        When the history cannot fill the gap (trimmed, or ``epoch`` is not the room's
+        current one), the client gets ``{"type": "recovery_failed", "room": ...,
+        "reason": ...}`` and then live messages: it should re-sync from its source of truth.
+        """
+        membership = self._joined.setdefault(conn, {}).get(room)
+        if membership is not None:
+            return
+        membership = Membership(replaying=since is not None)
+        self._joined[conn][room] = membership
+        members = self._rooms.get(room)
+        if members is None:
+            members = self._rooms[room] = set()
+            await self.backend.subscribe(room)
+        members.add(conn)
+        if since is not None:
+            await self._replay(conn, room, membership, since, epoch)
+
+    async def leave(self, conn: Connection, room: str) -> None:
+        """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
+        if self._joined.get(conn, {}).pop(room, None) is None:
+            return
+        members = self._rooms.get(room)
+        if members is None:
+            return
+        members.discard(conn)
+        if not members:
+            del self._rooms[room]
+            await self.backend.unsubscribe(room)
+
+    async def publish(
+        self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None
+    ) -> Publication:
+        """Publish ``data`` (JSON-encodable) to every member of ``room`` on every worker.
+
+        Exactly once per member, in publish order per publisher. Members named in
+        ``exclude`` (e.g. the sender) are skipped.
+
+        Raises:
+            BackendUnavailable: the backplane cannot take it now (never hangs).
+        """
+        excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
+        header = ",".join(c.id for c in excluded).encode()
+        body = self._limits.dumps(data).encode()
+        return await self.backend.publish(room, header + b"\n" + body)
+
+    async def _listen(self) -> None:
+        async for publication in self.backend.publications():
+            self._fan_out(publication)
+
+    def _fan_out(self, publication: Publication) -> None:
+        members = self._rooms.get(publication.channel)
+        if not members:
+            return
+        header, _, body = publication.data.partition(b"\n")
+        excluded = set(header.decode().split(",")) if header else ()
+        message, size = _frame(publication, body)
+        for conn in tuple(members):
+            if conn.id in excluded:
+                continue
+            membership = self._joined.get(conn, {}).get(publication.channel)
+            if membership is not None and membership.accepts(publication.seq, message, size):
+                conn._sender.deliver(message, size)
+
+    async def _replay(self, conn: Connection, room: str, membership: Membership,
+                      since: int, epoch: str | None) -> None:  # fmt: skip
+        try:
+            missed = await self.backend.history(room, since, epoch)
+        except HistoryGap as gap:
+            await conn.send({"type": "recovery_failed", "room": room, "reason": gap.reason})
+            missed = []
+        for publication in missed:
+            _, _, body = publication.data.partition(b"\n")
+            message, size = _frame(publication, body)
+            if membership.accepts_replayed(publication.seq):
+                conn._sender.deliver(message, size)
+        for message, size in membership.end_replay():
+            conn._sender.deliver(message, size)
+
+    async def _on_release(self, conn: Connection) -> None:
+        for room in list(self._joined.get(conn, ())):
+            await self.leave(conn, room)
+        self._joined.pop(conn, None)
+
+
+def _frame(publication: Publication, body: bytes) -> tuple[WebSocketSendEvent, int]:
+    """The member-facing frame, built once per publication and shared by every member."""
+    room = json.dumps(publication.channel, ensure_ascii=False)
+    text = f'{{"room":{room},"seq":{publication.seq},"data":{body.decode()}}}'
+    return {"type": "websocket.send", "text": text}, len(text.encode())
