@@ -1,7 +1,14 @@
 """asgi_rt: production-grade WebSockets for any Starlette or FastAPI app."""
 
 from ._version import __version__ as __version__
-from .connections import Connection, ConnectionManager, ManagerStats, Overflow, RateLimit
+from .connections import (
+    Connection,
+    ConnectionManager,
+    ManagerStats,
+    Overflow,
+    RateLimit,
+    RoomManager,
+)
 from .exceptions import (
     AsgiRtError,
     ConnectionClosed,
@@ -39,6 +46,7 @@ __all__ = [
     "ProtocolViolation",
     "RateLimit",
     "RateLimitExceeded",
+    "RoomManager",
     "TelemetryMiddleware",
     "get_manager",
     "manager_dependency",

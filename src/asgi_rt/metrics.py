@@ -146,6 +146,9 @@ class Metrics:
         self.backplane_listener_up = f.gauge(
             p + "backplane_listener_up", "1 while the backplane listener is connected.", []
         )
+        self.backplane_reconnects = f.counter(
+            p + "backplane_reconnects_total", "Backplane listener reconnections.", []
+        )
         self._managers: weakref.WeakSet[Any] = weakref.WeakSet()
         f.register()
 
@@ -162,7 +165,27 @@ class Metrics:
             self.queue_depth.functions.append(self._depth)
             self.messages_dropped.functions.append(self._drops)
             self.slow_consumer_disconnects.functions.append(self._slow)
+            self.rooms_active.functions.append(self._rooms)
+            self.backplane_listener_up.functions.append(self._listener_up)
+            self.backplane_reconnects.functions.append(self._reconnects)
         self._managers.add(manager)
+
+    def _backends(self) -> list[Any]:
+        return [m.backend for m in list(self._managers) if hasattr(m, "backend")]
+
+    def _rooms(self) -> list[tuple[tuple[str, ...], float]]:
+        rooms = [m for m in list(self._managers) if hasattr(m, "rooms")]
+        return [((), float(sum(len(m.rooms()) for m in rooms)))] if rooms else []
+
+    def _listener_up(self) -> list[tuple[tuple[str, ...], float]]:
+        backends = self._backends()
+        if not backends:
+            return []
+        return [((), float(min(int(getattr(b, "listener_up", True)) for b in backends)))]
+
+    def _reconnects(self) -> list[tuple[tuple[str, ...], float]]:
+        backends = self._backends()
+        return [((), float(sum(getattr(b, "reconnects", 0) for b in backends)))] if backends else []
 
     def _depth(self) -> list[tuple[tuple[str, ...], float]]:
         return [((), float(sum(c.queued for m in list(self._managers) for c in m)))]

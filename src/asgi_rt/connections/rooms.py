@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Self
@@ -49,6 +50,9 @@ class RoomManager(ConnectionManager):
     def __init__(self, *, backend: Backend | str = "memory://", history_size: int = 1000,
                  **options: Any) -> None:  # fmt: skip
         super().__init__(**options)
+        metrics = options.get("metrics")
+        self._publish_seconds = None if metrics is None else metrics.backplane_publish.labels()
+        self._lag_seconds = None if metrics is None else metrics.backplane_lag.labels()
         self.backend = make_backend(backend, history_size=history_size)
         self._rooms: dict[str, set[Connection]] = {}
         self._joined: dict[Connection, dict[str, Membership]] = {}
@@ -128,9 +132,13 @@ class RoomManager(ConnectionManager):
             BackendUnavailable: the backplane cannot take it now (never hangs).
         """
         excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
-        header = ",".join(c.id for c in excluded).encode()
+        header = f"{time.time():.6f} {','.join(c.id for c in excluded)}".encode()
         body = self._limits.dumps(data).encode()
-        return await self.backend.publish(room, header + b"\n" + body)
+        started = time.perf_counter()
+        publication = await self.backend.publish(room, header + b"\n" + body)
+        if self._publish_seconds is not None:
+            self._publish_seconds.observe(time.perf_counter() - started)
+        return publication
 
     async def _listen(self) -> None:
         async for publication in self.backend.publications():
@@ -141,7 +149,10 @@ class RoomManager(ConnectionManager):
         if not members:
             return
         header, _, body = publication.data.partition(b"\n")
-        excluded = set(header.decode().split(",")) if header else ()
+        published_at, _, ids = header.decode().partition(" ")
+        excluded = set(ids.split(",")) if ids else ()
+        if self._lag_seconds is not None:
+            self._lag_seconds.observe(max(0.0, time.time() - float(published_at or 0)))
         message, size = _frame(publication, body)
         for conn in tuple(members):
             if conn.id in excluded:

@@ -1,0 +1,147 @@
+"""RoomManager with the memory backend, in process, under asyncio and trio."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from asgi_rt import RoomManager
+from asgi_rt.backends import MemoryBackend
+from asgi_rt.testing import WebSocketSession, websocket_session
+
+pytestmark = pytest.mark.anyio
+
+
+def room_app(rooms: RoomManager, joined: Callable[[str], None] | None = None) -> Starlette:
+    """``/ws/{room}?id=..&since=..``: join, then publish every frame to the room."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        room = websocket.path_params["room"]
+        since = websocket.query_params.get("since")
+        async with rooms.connect(websocket, id=websocket.query_params.get("id")) as conn:
+            await rooms.join(conn, room, since=None if since is None else int(since))
+            if joined is not None:
+                joined(conn.id)
+            async for text in conn.iter_text():
+                await rooms.publish(room, {"text": text}, exclude=conn if text == "quiet" else None)
+
+    return Starlette(routes=[WebSocketRoute("/ws/{room}", endpoint)])
+
+
+@asynccontextmanager
+async def running(**options: Any) -> AsyncIterator[tuple[RoomManager, Any, set[str]]]:
+    ready: set[str] = set()
+    async with RoomManager(**options) as rooms:
+        yield rooms, room_app(rooms, ready.add), ready
+
+
+async def wait_joined(ready: set[str], *ids: str) -> None:
+    with anyio.fail_after(5):
+        while not set(ids) <= ready:
+            await anyio.sleep(0.001)
+
+
+async def frames(ws: WebSocketSession, count: int) -> list[dict[str, Any]]:
+    with anyio.fail_after(5):
+        return [await ws.receive_json() for _ in range(count)]
+
+
+async def test_publish_reaches_every_member_of_the_room_with_seq() -> None:
+    async with running() as (rooms, app, ready):
+        async with (
+            websocket_session(app, "/ws/a?id=1") as one,
+            websocket_session(app, "/ws/a?id=2") as two,
+            websocket_session(app, "/ws/b?id=3") as other,
+        ):
+            await wait_joined(ready, "1", "2", "3")
+            assert sorted(rooms.rooms()) == ["a", "b"]
+            assert {c.id for c in rooms.members("a")} == {"1", "2"}
+            await one.send_text("hello")
+            await two.send_text("world")
+            expected = [{"room": "a", "seq": 1, "data": {"text": "hello"}},
+                        {"room": "a", "seq": 2, "data": {"text": "world"}}]  # fmt: skip
+            assert await frames(one, 2) == expected
+            assert await frames(two, 2) == expected
+            await other.send_text("elsewhere")
+            assert await frames(other, 1) == [
+                {"room": "b", "seq": 1, "data": {"text": "elsewhere"}}
+            ]
+
+
+async def test_exclude_skips_the_sender() -> None:
+    async with running() as (_, app, ready):
+        async with (
+            websocket_session(app, "/ws/a?id=1") as sender,
+            websocket_session(app, "/ws/a?id=2") as listener,
+        ):
+            await wait_joined(ready, "1", "2")
+            await sender.send_text("quiet")
+            await sender.send_text("loud")
+            assert [f["data"]["text"] for f in await frames(listener, 2)] == ["quiet", "loud"]
+            assert [f["data"]["text"] for f in await frames(sender, 1)] == ["loud"]
+
+
+async def test_disconnect_leaves_rooms_and_empty_rooms_go() -> None:
+    async with running() as (rooms, app, ready):
+        async with websocket_session(app, "/ws/a?id=1"):
+            await wait_joined(ready, "1")
+            assert rooms.rooms() == ["a"]
+        with anyio.fail_after(5):
+            while rooms.rooms():
+                await anyio.sleep(0.001)
+        assert rooms.members("a") == frozenset()
+
+
+async def test_join_since_replays_what_was_missed_without_duplicates() -> None:
+    async with running() as (_rooms, app, ready):
+        async with websocket_session(app, "/ws/a?id=writer") as writer:
+            await wait_joined(ready, "writer")
+            for i in range(5):
+                await writer.send_text(str(i))
+            await frames(writer, 5)
+            async with websocket_session(app, "/ws/a?id=late&since=2") as late:
+                await wait_joined(ready, "late")
+                await writer.send_text("live")
+                got = await frames(late, 4)
+        assert [f["seq"] for f in got] == [3, 4, 5, 6]
+        assert [f["data"]["text"] for f in got] == ["2", "3", "4", "live"]
+
+
+async def test_join_since_a_trimmed_position_says_recovery_failed() -> None:
+    async with running(backend=MemoryBackend(history_size=2)) as (_, app, ready):
+        async with websocket_session(app, "/ws/a?id=writer") as writer:
+            await wait_joined(ready, "writer")
+            for i in range(6):
+                await writer.send_text(str(i))
+            await frames(writer, 6)
+            async with websocket_session(app, "/ws/a?id=late&since=1") as late:
+                notice = await late.receive_json()
+                assert notice == {"type": "recovery_failed", "room": "a", "reason": "trimmed"}
+                await writer.send_text("after")
+                assert (await late.receive_json())["seq"] == 7
+
+
+async def test_exit_closes_every_connection_with_1001() -> None:
+    ready: set[str] = set()
+    rooms = RoomManager()
+    app = room_app(rooms, ready.add)
+    async with websocket_session(app, "/ws/a?id=1") as ws:
+        async with rooms:
+            await wait_joined(ready, "1")
+        assert await ws.receive_close() == 1001
+
+
+def test_backend_urls_pick_the_implementation() -> None:
+    assert isinstance(RoomManager(backend="memory://").backend, MemoryBackend)
+    from asgi_rt.backends.redis import RedisBackend
+
+    assert isinstance(RoomManager(backend="redis://127.0.0.1:1/0").backend, RedisBackend)
+    with pytest.raises(ValueError, match="unknown backend URL"):
+        RoomManager(backend="kafka://x")
