@@ -30,7 +30,11 @@ import anyio
 import redis.asyncio as aioredis
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import BackendUnavailable, HistoryGap, Publication
 
@@ -65,6 +69,8 @@ class RedisBackend:
         buffer: publications the local listener may hold before it stops reading.
         publish_timeout: seconds before a publish fails with ``BackendUnavailable``.
         max_backoff: cap of the listener's reconnect backoff, in seconds.
+        ping_interval: idle seconds after which the listener PINGs its connection.
+        ping_timeout: seconds without the PONG before the connection counts as dead.
         on_listener_state: ``hook(up: bool)`` when the listener (dis)connects.
     """
 
@@ -77,6 +83,8 @@ class RedisBackend:
         buffer: int = 10_000,
         publish_timeout: float = 2.0,
         max_backoff: float = 5.0,
+        ping_interval: float = 3.0,
+        ping_timeout: float = 2.0,
         on_listener_state: Callable[[bool], None] | None = None,
     ) -> None:
         if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
@@ -86,12 +94,15 @@ class RedisBackend:
         self.prefix = prefix
         self.publish_timeout = publish_timeout
         self.max_backoff = max_backoff
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.on_listener_state = on_listener_state
         self.listener_up = False
         self.reconnects = 0
         self._buffer = buffer
         self._channels: set[str] = set()
         self._pubsub: Any = None
+        self._listener_client: aioredis.Redis | None = None
         self._script: Any = None
         self._task_group: TaskGroup | None = None
         self._send: MemoryObjectSendStream[Publication] | None = None
@@ -99,11 +110,21 @@ class RedisBackend:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisBackend:
-        # redis-py 8 sets a 5 s socket timeout; the listener treats idle reads as normal
-        return cls(aioredis.Redis.from_url(url), **options)
+        """A client for ``url`` that retries a command once on a fresh connection.
+
+        redis-py clients made by ``from_url`` have no retries: after a Redis restart the
+        first command on each pooled (now dead) connection would fail. The listener treats
+        idle read timeouts (redis-py 8 sets 5 s socket timeouts) as normal.
+        """
+        client = aioredis.Redis.from_url(
+            url, retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )  # fmt: skip
+        return cls(client, **options)
 
     async def __aenter__(self) -> Self:
         self._script = self.client.register_script(_PUBLISH)
+        self._listener_client = _without_retries(self.client)
         self._send, self._receive = anyio.create_memory_object_stream[Publication](self._buffer)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
@@ -122,6 +143,8 @@ class RedisBackend:
             self._send.close()
         if self._receive is not None:
             self._receive.close()
+        if self._listener_client is not None:
+            await self._listener_client.aclose()
         await self.client.aclose()
 
     async def publish(self, channel: str, data: bytes) -> Publication:
@@ -190,7 +213,8 @@ class RedisBackend:
                 backoff = min(self.max_backoff, backoff * 2)
 
     async def _listen_once(self) -> None:
-        pubsub = self.client.pubsub()
+        assert self._listener_client is not None
+        pubsub = self._listener_client.pubsub()
         try:
             await pubsub.subscribe(self._key("__asgi_rt_control__", "pub"))  # keeps it open
             channels = [self._key(c, "pub") for c in self._channels]
@@ -205,14 +229,25 @@ class RedisBackend:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _read(self, pubsub: Any) -> None:
+        """Read publications; PING when idle, because a connection Redis killed can read
+        as merely idle (redis-py returns ``None`` at EOF): no PONG in time means dead."""
         assert self._send is not None
         prefix_len = len(self._key("", "pub"))
+        heard = anyio.current_time()
+        pinged: float | None = None
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is None:  # idle: normal; a dead connection raises instead
+            now = anyio.current_time()
+            if message is None:
+                if pinged is not None and now - pinged > self.ping_timeout:
+                    raise RedisConnectionError(f"no PONG within {self.ping_timeout} s")
+                if pinged is None and now - heard >= self.ping_interval:
+                    await pubsub.ping()
+                    pinged = now
                 continue
+            heard, pinged = now, None
             if message.get("type") != "message":
-                continue
+                continue  # pong, or a subscribe confirmation
             publication = _parse(_text(message["channel"])[prefix_len:], message["data"])
             if publication is not None:
                 await self._send.send(publication)  # bounded: waits rather than buffer more
@@ -226,6 +261,19 @@ class RedisBackend:
                 self.on_listener_state(up)
             except Exception:
                 logger.exception("on_listener_state hook raised; ignoring it")
+
+
+def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
+    """A client on the same server whose connections never retry or reconnect by themselves.
+
+    redis-py's pub/sub reconnects and resubscribes silently when a read fails (e.g. after
+    Redis killed it for its output buffer): what was published meanwhile is lost and
+    nobody is told. The listener must see that error, count it, and recover itself.
+    """
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return aioredis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                     max_connections=4, **kwargs))  # fmt: skip
 
 
 def _text(value: Any) -> str:

@@ -1,0 +1,152 @@
+"""RedisBackend against a real redis-server: restarts, output-buffer kills, two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import websockets
+
+from asgi_rt.backends import HistoryGap, Publication
+from asgi_rt.backends.redis import RedisBackend
+
+from .._redis import RedisServer
+from .._server import await_for
+
+pytestmark = pytest.mark.anyio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def _next(backend: RedisBackend, timeout: float = 10) -> Publication:
+    iterator = backend.publications()
+    return await asyncio.wait_for(iterator.__anext__(), timeout)
+
+
+async def test_restart_reconnects_resubscribes_and_changes_the_epoch(
+    redis_server: RedisServer,
+) -> None:
+    states: list[bool] = []
+    async with (
+        RedisBackend.from_url(redis_server.url, on_listener_state=states.append) as one,
+        RedisBackend.from_url(redis_server.url) as two,
+    ):
+        for backend in (one, two):
+            await await_for(lambda b=backend: b.listener_up)
+            await backend.subscribe("room")
+        before = await one.publish("room", b"before")
+        assert (await _next(two)).data == b"before"
+        await _next(one)
+        redis_server.stop()
+        await await_for(lambda: not one.listener_up and not two.listener_up, what="outage seen")
+        with pytest.raises(Exception, match="failed"):
+            await one.publish("room", b"during the outage")  # fails fast, never hangs
+        redis_server.start()
+        await await_for(lambda: one.listener_up and two.listener_up, timeout=10, what="back")
+        assert states[:3] == [True, False, True]
+        assert one.reconnects >= 1 and two.reconnects >= 1
+        client = aioredis.Redis.from_url(redis_server.url)
+        counts = dict(await client.pubsub_numsub("asgi_rt:pub:room"))
+        await client.aclose()
+        assert counts[b"asgi_rt:pub:room"] == 2  # both workers resubscribed
+        after = await one.publish("room", b"after")
+        assert (await _next(two)).data == b"after"
+        assert after.epoch != before.epoch  # history was lost with the restart
+        with pytest.raises(HistoryGap) as gap:
+            await one.history("room", before.seq, epoch=before.epoch)
+        assert gap.value.reason == "epoch changed"
+
+
+async def test_an_output_buffer_kill_is_detected_and_recovered(redis_server: RedisServer) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    await admin.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    async with RedisBackend.from_url(redis_server.url, buffer=1) as stalled:
+        await await_for(lambda: stalled.listener_up)
+        await stalled.subscribe("room")
+        await await_for(lambda: stalled._pubsub is not None)
+        listeners_before = await admin.pubsub_numsub("asgi_rt:pub:room")
+        assert listeners_before == [(b"asgi_rt:pub:room", 1)]
+        # Nobody reads publications(): the listener stops reading Redis. Once the kernel
+        # buffers are full, Redis' output buffer for it passes 64 KB and Redis kills it.
+        killed = listeners_before
+        for _ in range(40):  # at most 40 MB
+            for _ in range(100):
+                await admin.publish("asgi_rt:pub:room", b"e 1 " + b"x" * 10_000)
+            killed = await admin.pubsub_numsub("asgi_rt:pub:room")
+            if killed[0][1] == 0:
+                break
+        assert killed == [(b"asgi_rt:pub:room", 0)], "Redis should have killed the slow listener"
+        deadline = asyncio.get_running_loop().time() + 20
+        while stalled.reconnects < 1:  # reading again, the listener meets the dead connection
+            assert asyncio.get_running_loop().time() < deadline, "the kill was never noticed"
+            with contextlib.suppress(asyncio.TimeoutError):
+                await _next(stalled, timeout=0.5)
+        await await_for(lambda: stalled.listener_up, timeout=10, what="reconnected")
+        await await_for(lambda: stalled._pubsub is not None)
+        published = await stalled.publish("room", b"fresh")
+        while (got := await _next(stalled)).data != b"fresh":
+            pass
+        assert got.seq == published.seq
+    await admin.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def two_workers(redis_server: RedisServer) -> Iterator[list[int]]:
+    ports, procs = [_free_port(), _free_port()], []
+    env = {"ASGI_RT_TEST_BACKEND": redis_server.url, "PATH": ""}
+    for port in ports:
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "tests._rooms_app:app", "--port", str(port),
+             "--host", "127.0.0.1", "--log-level", "warning"],
+            cwd=ROOT, env=env,
+        ))  # fmt: skip
+    yield ports
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _connect(port: int, room: str) -> websockets.ClientConnection:
+    for _ in range(200):
+        try:
+            ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/{room}", max_queue=None)
+            assert json.loads(await ws.recv()) == {"type": "joined"}
+            return ws
+        except OSError:
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"worker on {port} did not come up")
+
+
+async def test_two_worker_processes_share_rooms_exactly_once_in_order(
+    two_workers: list[int],
+) -> None:
+    a, b = two_workers
+    on_a, on_b = await _connect(a, "lobby"), await _connect(b, "lobby")
+    for i in range(50):
+        await on_b.send(str(i))
+    for ws in (on_a, on_b):
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(50)]
+        assert [f["data"] for f in got] == [str(i) for i in range(50)]
+        assert [f["seq"] for f in got] == list(range(1, 51))
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(on_a.recv(), 0.3)  # nothing twice
+    await on_a.close()
+    await on_b.close()
