@@ -150,3 +150,47 @@ async def test_two_worker_processes_share_rooms_exactly_once_in_order(
         await asyncio.wait_for(on_a.recv(), 0.3)  # nothing twice
     await on_a.close()
     await on_b.close()
+
+
+async def test_members_get_what_was_published_while_their_listener_reconnected(
+    redis_server: RedisServer,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from asgi_rt import RoomManager
+    from asgi_rt.testing import websocket_session
+
+    joined = asyncio.Event()
+    async with (
+        RoomManager(backend=redis_server.url) as worker_a,
+        RoomManager(backend=redis_server.url) as worker_b,
+    ):
+
+        async def endpoint(websocket: WebSocket) -> None:
+            async with worker_a.connect(websocket) as conn:
+                await worker_a.join(conn, "room")
+                joined.set()
+                async for _ in conn:
+                    pass
+
+        app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+        backend_a = worker_a.backend
+        assert isinstance(backend_a, RedisBackend)
+        async with websocket_session(app, "/ws") as member:
+            await joined.wait()
+            await await_for(lambda: backend_a._pubsub is not None)
+            await worker_b.publish("room", "first")
+            assert (await member.receive_json())["seq"] == 1
+            admin = aioredis.Redis.from_url(redis_server.url)
+            await admin.client_kill_filter(_type="pubsub")  # both listeners lose their connection
+            for text in ("missed-1", "missed-2"):
+                await worker_b.publish("room", text)
+            await await_for(lambda: backend_a.reconnects >= 1 and backend_a._pubsub is not None)
+            await worker_b.publish("room", "after")
+            got = [await member.receive_json() for _ in range(3)]
+            assert [(f["seq"], f["data"]) for f in got] == [
+                (2, "missed-1"), (3, "missed-2"), (4, "after"),
+            ]  # fmt: skip
+            await admin.aclose()

@@ -57,6 +57,7 @@ class RoomManager(ConnectionManager):
         self._rooms: dict[str, set[Connection]] = {}
         self._joined: dict[Connection, dict[str, Membership]] = {}
         self._task_group: TaskGroup | None = None
+        self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
 
     async def __aenter__(self) -> Self:
         await self.backend.__aenter__()
@@ -118,6 +119,7 @@ class RoomManager(ConnectionManager):
         members.discard(conn)
         if not members:
             del self._rooms[room]
+            self._seen.pop(room, None)
             await self.backend.unsubscribe(room)
 
     async def publish(
@@ -142,7 +144,30 @@ class RoomManager(ConnectionManager):
 
     async def _listen(self) -> None:
         async for publication in self.backend.publications():
+            if publication.channel in self._rooms:
+                await self._fill_gap(publication)
             self._fan_out(publication)
+
+    async def _fill_gap(self, publication: Publication) -> None:
+        """Deliver from history what this process missed (e.g. while the backplane
+        listener reconnected), or tell the room's members that it cannot."""
+        room = publication.channel
+        last, epoch = self._seen.get(room, (0, publication.epoch))
+        self._seen[room] = (publication.seq, publication.epoch)
+        if last == 0 or (epoch == publication.epoch and publication.seq <= last + 1):
+            return
+        try:
+            if epoch != publication.epoch:
+                raise HistoryGap(reason="epoch changed")
+            missed = await self.backend.history(room, last, epoch)
+        except HistoryGap as gap:
+            logger.warning("room %r: publications lost (%s); telling members", room, gap.reason)
+            notice = {"type": "recovery_failed", "room": room, "reason": gap.reason}
+            await self.broadcast(notice, to=self.members(room))
+            return
+        for missing in missed:
+            if missing.seq < publication.seq:
+                self._fan_out(missing)
 
     def _fan_out(self, publication: Publication) -> None:
         members = self._rooms.get(publication.channel)
