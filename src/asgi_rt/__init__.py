@@ -18,7 +18,7 @@ from .exceptions import (
     ProtocolViolation,
     RateLimitExceeded,
 )
-from .injection import get_manager, manager_dependency, provide
+from .injection import get_manager, get_rooms, manager_dependency, provide
 from .metrics import Metrics, metrics_app
 from .middleware import (
     Authenticated,
@@ -49,6 +49,7 @@ __all__ = [
     "RoomManager",
     "TelemetryMiddleware",
     "get_manager",
+    "get_rooms",
     "manager_dependency",
     "metrics_app",
     "provide",

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 from starlette.requests import HTTPConnection
 
 from .connections.manager import ConnectionManager
+from .connections.rooms import RoomManager
 
-__all__ = ["DEFAULT_STATE_NAME", "get_manager", "manager_dependency", "provide"]
+__all__ = ["DEFAULT_STATE_NAME", "get_manager", "get_rooms", "manager_dependency", "provide"]
 
 DEFAULT_STATE_NAME = "connections"
 
@@ -63,3 +64,4 @@ def manager_dependency(
 
 
 get_manager: Callable[[HTTPConnection], ConnectionManager] = manager_dependency(ConnectionManager)
+get_rooms: Callable[[HTTPConnection], RoomManager] = manager_dependency(RoomManager, "rooms")
