@@ -44,6 +44,7 @@ class WebSocketRecorder:
         self.received_at: float | None = None  # the frame the app is processing, if any
         self.frame_span: Span | None = None
         self.frame_token: Any = None
+        self.exemplar_at = [-1.0, -1.0]  # size in, processing
         self.counts = [0, 0, 0, 0]  # frames in, frames out, bytes in, bytes out
         self.close_code: int | None = None
         self.close_reason = ""
@@ -124,11 +125,11 @@ class WebSocketRecorder:
             self.frame_span = span
             self.frame_token = otel_context.attach(trace.set_span_in_context(span))
             current_frame.set(span)
-        self.size_in.observe(size, exemplar_of(self.frame_span))
+        self.size_in.observe(size, self._exemplar(now, 0))
 
     def _frame_done(self, now: float) -> None:
         assert self.received_at is not None  # callers check; keeps mypy's narrowing
-        self.processing.observe(now - self.received_at, exemplar_of(self.frame_span))
+        self.processing.observe(now - self.received_at, self._exemplar(now, 1))
         self.received_at = None
         span = self.frame_span
         if span is not None:
@@ -136,6 +137,15 @@ class WebSocketRecorder:
             current_frame.set(None)
             otel_context.detach(self.frame_token)
             span.end()
+
+    def _exemplar(self, now: float, which: int) -> dict[str, str] | None:
+        """The current frame's trace id, at most once a second per histogram and connection:
+        an exemplar only needs to be recent, and making one per frame costs more than the
+        frame's measurements."""
+        if self.frame_span is None or now - self.exemplar_at[which] < 1.0:
+            return None
+        self.exemplar_at[which] = now
+        return exemplar_of(self.frame_span)
 
     def _send_span(self, size: int) -> Span:
         return start_frame_span(self.mw.tracer, f"WS {self.route} send", SpanKind.PRODUCER,
