@@ -260,3 +260,15 @@ async def test_plain_http_is_not_wrapped(exporter: InMemorySpanExporter) -> None
 def test_ratio_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="frame_sample_ratio"):
         TelemetryMiddleware(Starlette(), registry=CollectorRegistry(), frame_sample_ratio=1.5)
+
+
+async def test_sampled_frames_leave_trace_id_exemplars(exporter: InMemorySpanExporter) -> None:
+    from prometheus_client.openmetrics.exposition import generate_latest
+
+    app, metrics = build(exporter)
+    async with websocket_session(app, "/ws/a") as ws:
+        await ws.send_text("x")
+        await ws.receive_text()
+    received = spans(exporter, SpanKind.CONSUMER)[0]
+    text = generate_latest(metrics.registry).decode()
+    assert f'trace_id="{received.context.trace_id:032x}"' in text
