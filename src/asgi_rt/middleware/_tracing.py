@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from starlette.types import Scope
 
@@ -40,16 +40,15 @@ class FrameSampler:
 
 def start_frame_span(
     tracer: Tracer, name: str, kind: SpanKind, route: str, size: int, link: Link | None,
-    parent: Span | None = None,
+    parent: Context | None = None,
 ) -> Span:  # fmt: skip
     attributes: dict[str, str | int] = {
         "http.route": route,
         "network.protocol.name": "websocket",
         "messaging.message.body.size": size,
     }
-    context = None if parent is None else trace.set_span_in_context(parent)
     links = None if link is None else [link]
-    return tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
+    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links)
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:

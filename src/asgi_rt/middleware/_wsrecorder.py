@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,7 +30,8 @@ logger = logging.getLogger("asgi_rt.telemetry")
 
 # The sampled receive-frame span being processed in this context, so a send made while
 # handling it (on this connection or, through a broadcast, on another) is its child.
-current_frame: ContextVar[Span | None] = ContextVar("asgi_rt_current_frame", default=None)
+# (Holds the OpenTelemetry Context with that span set, built once per frame, not per send.)
+current_frame: ContextVar[Context | None] = ContextVar("asgi_rt_current_frame", default=None)
 
 perf_counter = time.perf_counter
 _UNBOUND: Any = None
@@ -123,8 +125,9 @@ class WebSocketRecorder:
             span = start_frame_span(self.mw.tracer, f"WS {self.route} receive", SpanKind.CONSUMER,
                                     self.route, size, self.link)  # fmt: skip
             self.frame_span = span
-            self.frame_token = otel_context.attach(trace.set_span_in_context(span))
-            current_frame.set(span)
+            frame_context = trace.set_span_in_context(span)
+            self.frame_token = otel_context.attach(frame_context)
+            current_frame.set(frame_context)
         self.size_in.observe(size, self._exemplar(now, 0))
 
     def _frame_done(self, now: float) -> None:
