@@ -28,7 +28,6 @@ from typing import Any, Self
 
 import anyio
 import redis.asyncio as aioredis
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -36,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._background import Background
 from .base import BackendUnavailable, HistoryGap, Publication
 
 __all__ = ["RedisBackend"]
@@ -104,7 +104,7 @@ class RedisBackend:
         self._pubsub: Any = None
         self._listener_client: aioredis.Redis | None = None
         self._script: Any = None
-        self._task_group: TaskGroup | None = None
+        self._background = Background()
         self._send: MemoryObjectSendStream[Publication] | None = None
         self._receive: MemoryObjectReceiveStream[Publication] | None = None
 
@@ -126,19 +126,14 @@ class RedisBackend:
         self._script = self.client.register_script(_PUBLISH)
         self._listener_client = _without_retries(self.client)
         self._send, self._receive = anyio.create_memory_object_stream[Publication](self._buffer)
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._listen)
+        await self._background.start(self._listen)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
-        if self._task_group is not None:
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
-            self._task_group = None
+        await self._background.stop()
         if self._send is not None:
             self._send.close()
         if self._receive is not None:

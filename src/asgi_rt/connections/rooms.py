@@ -16,9 +16,7 @@ from collections.abc import Collection
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
-from anyio.abc import TaskGroup
-
+from .._background import Background
 from ..backends import Backend, HistoryGap, Publication, make_backend
 from ..types import WebSocketSendEvent
 from ._membership import Membership
@@ -56,14 +54,12 @@ class RoomManager(ConnectionManager):
         self.backend = make_backend(backend, history_size=history_size)
         self._rooms: dict[str, set[Connection]] = {}
         self._joined: dict[Connection, dict[str, Membership]] = {}
-        self._task_group: TaskGroup | None = None
+        self._background = Background()
         self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
 
     async def __aenter__(self) -> Self:
         await self.backend.__aenter__()
-        self._task_group = anyio.create_task_group()
-        await self._task_group.__aenter__()
-        self._task_group.start_soon(self._listen)
+        await self._background.start(self._listen)
         return self
 
     async def __aexit__(
@@ -73,10 +69,7 @@ class RoomManager(ConnectionManager):
         try:
             await self.close_all()
         finally:
-            if self._task_group is not None:
-                self._task_group.cancel_scope.cancel()
-                await self._task_group.__aexit__(None, None, None)
-                self._task_group = None
+            await self._background.stop()
             await self.backend.__aexit__(exc_type, exc, tb)
 
     def rooms(self) -> list[str]:
