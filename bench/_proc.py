@@ -38,7 +38,10 @@ def _pinned(cpu: int | None) -> Callable[[], None] | None:
 
 
 class Server:
-    """``python -m bench.fanout_server`` in a subprocess, stopped on exit."""
+    """``python -m <module>`` (default ``bench.fanout_server``) in a subprocess, stopped on exit.
+
+    The module prints one JSON line ``{"port", "stall_port", "pid"}`` once it listens.
+    """
 
     def __init__(
         self,
@@ -49,7 +52,9 @@ class Server:
         sndbuf: int | None = None,
         cpu: int | None = None,
         start_timeout: float = 30.0,
+        module: str = "bench.fanout_server",
     ) -> None:
+        self.module = module
         self.variant = variant
         self.ws = ws
         self.log_path = LOG_DIR / f"{tag}.log"
@@ -70,7 +75,7 @@ class Server:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.fanout_server"],
+                [sys.executable, "-m", self.module],
                 cwd=ROOT,
                 env=self.env,
                 stdout=subprocess.PIPE,

@@ -10,7 +10,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from starlette.types import Scope
 
-__all__ = ["FrameSampler", "exemplar_of", "route_of", "start_frame_span"]
+__all__ = ["exemplar_of", "frame_sampler", "route_of", "start_frame_span"]
 
 AttributesHook = Callable[[Scope], Mapping[str, Any]]
 
@@ -22,31 +22,41 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "unknown"
 
 
-class FrameSampler:
-    """Decides, before the tracer is touched, whether a frame gets a span."""
+def frame_sampler(ratio: float) -> Callable[[], bool]:
+    """A function that decides, before the tracer is touched, whether a frame gets a span.
 
-    __slots__ = ("_random", "ratio")
+    Raises:
+        ValueError: ``ratio`` outside [0, 1].
+    """
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"frame_sample_ratio must be within [0, 1], got {ratio!r}")
+    if ratio >= 1.0:
+        return _always
+    if ratio <= 0.0:
+        return _never
+    draw = random.random
 
-    def __init__(self, ratio: float) -> None:
-        if not 0.0 <= ratio <= 1.0:
-            raise ValueError(f"frame_sample_ratio must be within [0, 1], got {ratio!r}")
-        self.ratio = ratio
-        self._random = random.random
+    def sample() -> bool:
+        return draw() < ratio
 
-    def __call__(self) -> bool:
-        ratio = self.ratio
-        return ratio >= 1.0 or (ratio > 0.0 and self._random() < ratio)
+    return sample
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
 
 
 def start_frame_span(
     tracer: Tracer, name: str, kind: SpanKind, route: str, size: int, link: Link | None,
     parent: Context | None = None,
 ) -> Span:  # fmt: skip
-    attributes: dict[str, str | int] = {
-        "http.route": route,
-        "network.protocol.name": "websocket",
-        "messaging.message.body.size": size,
-    }
+    # The route and protocol are on the linked handshake span; every attribute here costs
+    # the SDK a validation and a copy per frame.
+    attributes: dict[str, str | int] = {"http.route": route, "messaging.message.body.size": size}
     links = None if link is None else [link]
     return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links)
 

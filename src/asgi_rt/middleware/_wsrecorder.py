@@ -40,6 +40,7 @@ _UNBOUND: Any = None
 class WebSocketRecorder:
     def __init__(self, mw: TelemetryMiddleware, scope: Scope) -> None:
         self.mw, self.scope = mw, scope
+        self.sample = mw.sampler
         self.started = perf_counter()
         self.accepted_at: float | None = None
         self.route = "unknown"
@@ -96,7 +97,7 @@ class WebSocketRecorder:
         else:
             size = len(message.get("bytes") or b"")
             counter = self.out_binary
-        span = self._send_span(size) if self.mw.sampler() else None
+        span = self._send_span(size) if self.sample() else None
         started = perf_counter()
         try:
             await self._send(message)
@@ -121,7 +122,7 @@ class WebSocketRecorder:
             self.in_binary.inc()
         self.counts[0] += 1
         self.counts[2] += size
-        if self.mw.sampler():
+        if self.sample():
             span = start_frame_span(self.mw.tracer, f"WS {self.route} receive", SpanKind.CONSUMER,
                                     self.route, size, self.link)  # fmt: skip
             self.frame_span = span

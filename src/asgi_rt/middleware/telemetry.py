@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._version import __version__
 from ..metrics import Metrics
 from ._sse import EventStreamRecorder, wants_event_stream
-from ._tracing import AttributesHook, FrameSampler
+from ._tracing import AttributesHook, frame_sampler
 from ._wsrecorder import WebSocketRecorder
 
 __all__ = ["TelemetryMiddleware"]
@@ -61,7 +61,7 @@ class TelemetryMiddleware:
         span_attributes: AttributesHook | None = None,
     ) -> None:
         self.app = app
-        self.sampler = FrameSampler(frame_sample_ratio)
+        self.sampler = frame_sampler(frame_sample_ratio)
         self.metrics = Metrics(registry) if metrics is None else metrics
         self.tracer = trace.get_tracer("asgi_rt", __version__, tracer_provider=tracer_provider)
         self.span_attributes = span_attributes
