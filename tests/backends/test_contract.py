@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from asgi_rt.backends import Backend, HistoryGap, MemoryBackend, Publication
+from asgi_rt.backends.base import PresenceStore
 
 from .._redis import RedisServer
 
@@ -100,3 +101,15 @@ async def test_history_refuses_trimmed_positions_and_foreign_epochs(make: Factor
             await backend.history("room", 500)
         assert ahead.value.reason == "unknown position"
         assert [p.seq for p in await backend.history("room", 198, epoch=last.epoch)] == [199, 200]
+
+
+async def test_presence_entries_expire_unless_refreshed(make: Factory) -> None:
+    async with started(make) as backend:
+        assert isinstance(backend, PresenceStore)
+        await backend.presence_add("room", "a", b'{"id":"a"}', ttl=30)
+        await backend.presence_add("room", "b", b'{"id":"b"}', ttl=0.2)
+        assert set(await backend.presence("room")) == {"a", "b"}
+        await anyio.sleep(0.3)
+        assert await backend.presence("room") == {"a": b'{"id":"a"}'}
+        await backend.presence_remove("room", "a")
+        assert await backend.presence("room") == {}

@@ -145,3 +145,24 @@ def test_backend_urls_pick_the_implementation() -> None:
     assert isinstance(RoomManager(backend="redis://127.0.0.1:1/0").backend, RedisBackend)
     with pytest.raises(ValueError, match="unknown backend URL"):
         RoomManager(backend="kafka://x")
+
+
+async def test_presence_lists_members_and_announces_join_and_leave() -> None:
+    async with running(presence=True) as (rooms, app, ready):
+        async with websocket_session(app, "/ws/a?id=1") as first:
+            await wait_joined(ready, "1")
+            joined_1 = await first.receive_json()
+            assert joined_1["data"] == {"type": "presence", "event": "join", "member": {"id": "1"}}
+            async with websocket_session(app, "/ws/a?id=2"):
+                await wait_joined(ready, "2")
+                assert (await first.receive_json())["data"]["member"] == {"id": "2"}
+                assert set(await rooms.presence("a")) == {"1", "2"}
+            left = await first.receive_json()
+            assert left["data"] == {"type": "presence", "event": "leave", "member": {"id": "2"}}
+            assert set(await rooms.presence("a")) == {"1"}
+
+
+async def test_presence_is_off_by_default() -> None:
+    async with running() as (rooms, _, _):
+        with pytest.raises(RuntimeError, match="presence=True"):
+            await rooms.presence("a")

@@ -15,7 +15,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from ..exceptions import AsgiRtError
 
-__all__ = ["Backend", "BackendUnavailable", "HistoryGap", "Publication"]
+__all__ = ["Backend", "BackendUnavailable", "HistoryGap", "PresenceStore", "Publication"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +82,19 @@ class Backend(Protocol):
         Raises:
             HistoryGap: some of them are no longer kept, or ``epoch`` is not current.
         """
+        ...
+
+
+@runtime_checkable
+class PresenceStore(Protocol):
+    """Who is in a channel across processes; entries expire unless refreshed."""
+
+    async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
+        """Add or refresh ``member`` (``info`` is opaque) for ``ttl`` seconds."""
+        ...
+
+    async def presence_remove(self, channel: str, member: str) -> None: ...
+
+    async def presence(self, channel: str) -> dict[str, bytes]:
+        """Every unexpired member of ``channel`` and its info."""
         ...

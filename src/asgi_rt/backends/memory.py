@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ class MemoryBackend:
         self._seq: dict[str, int] = {}
         self._epoch: dict[str, str] = {}
         self._history: dict[str, deque[Publication]] = {}
+        self._presence: dict[str, dict[str, tuple[bytes, float]]] = {}
         self._send: MemoryObjectSendStream[Publication] | None = None
         self._receive: MemoryObjectReceiveStream[Publication] | None = None
 
@@ -87,6 +89,22 @@ class MemoryBackend:
         if not kept or kept[0].seq > since + 1:
             raise HistoryGap(f"room {channel!r} no longer keeps seq {since + 1}", reason="trimmed")
         return [p for p in kept if p.seq > since]
+
+    async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
+        self._presence.setdefault(channel, {})[member] = (info, time.monotonic() + ttl)
+
+    async def presence_remove(self, channel: str, member: str) -> None:
+        members = self._presence.get(channel, {})
+        members.pop(member, None)
+        if not members:
+            self._presence.pop(channel, None)
+
+    async def presence(self, channel: str) -> dict[str, bytes]:
+        now = time.monotonic()
+        members = self._presence.get(channel, {})
+        for member in [m for m, (_, expires) in members.items() if expires <= now]:
+            del members[member]
+        return {member: info for member, (info, _) in members.items()}
 
     def _epoch_of(self, channel: str) -> str:
         epoch = self._epoch.get(channel)

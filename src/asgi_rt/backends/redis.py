@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -145,12 +146,10 @@ class RedisBackend:
     async def publish(self, channel: str, data: bytes) -> Publication:
         keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
                 self._key(channel, "stream"), self._key(channel, "pub")]  # fmt: skip
-        try:
-            with anyio.fail_after(self.publish_timeout):
-                args = [data, self.history_size, uuid.uuid4().hex[:12]]
-                seq, epoch = await self._script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise BackendUnavailable(f"publish to {channel!r} failed: {exc!r}") from exc
+        args = [data, self.history_size, uuid.uuid4().hex[:12]]
+        seq, epoch = await self._guarded(
+            self._script(keys=keys, args=args), f"publish to {channel!r}"
+        )
         return Publication(channel, int(seq), _text(epoch), data)
 
     async def subscribe(self, channel: str) -> None:
@@ -177,17 +176,45 @@ class RedisBackend:
     async def history(
         self, channel: str, since: int, epoch: str | None = None
     ) -> list[Publication]:
+        what = f"history of {channel!r}"
+        keys = self._key(channel, "seq"), self._key(channel, "epoch")
+        current, room_epoch = await self._guarded(self.client.mget(*keys), what)
+        stream = self._key(channel, "stream")
+        entries = await self._guarded(self.client.xrange(stream, f"{since + 1}-1", "+"), what)
+        return _check_history(channel, since, epoch, current, room_epoch, entries or [])
+
+    async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
+        key = self._key(channel, "presence")
+        expires = f"{time.time() + ttl:.3f}".encode()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hset(key, member, expires + b" " + info)
+            pipe.expire(key, max(1, int(ttl * 2)))  # the whole hash goes if every worker died
+            await self._guarded(pipe.execute(), f"presence of {channel!r}")
+
+    async def presence_remove(self, channel: str, member: str) -> None:
+        await self._guarded(self.client.hdel(self._key(channel, "presence"), member),
+                            f"presence of {channel!r}")  # fmt: skip
+
+    async def presence(self, channel: str) -> dict[str, bytes]:
+        key = self._key(channel, "presence")
+        entries = await self._guarded(self.client.hgetall(key), f"presence of {channel!r}")
+        now, members, stale = time.time(), {}, []
+        for member, value in entries.items():
+            expires, _, info = value.partition(b" ")
+            if float(expires) > now:
+                members[_text(member)] = info
+            else:
+                stale.append(member)
+        if stale:  # a worker that died without cleaning up: its entries expired
+            await self._guarded(self.client.hdel(key, *stale), f"presence of {channel!r}")
+        return members
+
+    async def _guarded(self, awaitable: Awaitable[Any], what: str) -> Any:
         try:
             with anyio.fail_after(self.publish_timeout):
-                current, room_epoch = await self.client.mget(
-                    self._key(channel, "seq"), self._key(channel, "epoch")
-                )
-                entries = await self.client.xrange(
-                    self._key(channel, "stream"), f"{since + 1}-1", "+"
-                )
+                return await awaitable
         except (RedisError, OSError, TimeoutError) as exc:
-            raise BackendUnavailable(f"history of {channel!r} failed: {exc!r}") from exc
-        return _check_history(channel, since, epoch, current, room_epoch, entries or [])
+            raise BackendUnavailable(f"{what} failed: {exc!r}") from exc
 
     def _key(self, channel: str, kind: str) -> str:
         return f"{self.prefix}{kind}:{channel}"

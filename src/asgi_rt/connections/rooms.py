@@ -17,9 +17,11 @@ from types import TracebackType
 from typing import Any, Self
 
 from .._background import Background
-from ..backends import Backend, HistoryGap, Publication, make_backend
+from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
+from ..backends.base import PresenceStore
 from ..types import WebSocketSendEvent
 from ._membership import Membership
+from ._presence import Presence, PresenceInfo, default_info
 from .connection import Connection
 from .manager import ConnectionManager
 
@@ -38,6 +40,10 @@ class RoomManager(ConnectionManager):
         backend: a :class:`~asgi_rt.backends.Backend` or a URL (``memory://``, default,
             one process; ``redis://host:port/db`` across workers and machines).
         history_size: publications kept per room for ``join(..., since=...)``.
+        presence: keep who is in each room across workers (:meth:`presence`), and publish
+            ``{"type": "presence", "event": "join" | "leave", "member": info}`` to the room.
+        presence_ttl: seconds an entry lives unless its worker refreshes it (every ttl/3).
+        presence_info: ``conn -> dict`` stored per member (default: id and plain meta).
         **options: the :class:`ConnectionManager` options (queue bounds, overflow, ...).
 
     Use it as ``async with RoomManager(...) as rooms:`` (e.g. in the app's lifespan): that
@@ -46,7 +52,8 @@ class RoomManager(ConnectionManager):
     """
 
     def __init__(self, *, backend: Backend | str = "memory://", history_size: int = 1000,
-                 **options: Any) -> None:  # fmt: skip
+                 presence: bool = False, presence_ttl: float = 30.0,
+                 presence_info: PresenceInfo | None = None, **options: Any) -> None:  # fmt: skip
         super().__init__(**options)
         metrics = options.get("metrics")
         self._publish_seconds = None if metrics is None else metrics.backplane_publish.labels()
@@ -55,11 +62,15 @@ class RoomManager(ConnectionManager):
         self._rooms: dict[str, set[Connection]] = {}
         self._joined: dict[Connection, dict[str, Membership]] = {}
         self._background = Background()
+        self._presence = self._make_presence(presence, presence_ttl, presence_info)
         self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
 
     async def __aenter__(self) -> Self:
         await self.backend.__aenter__()
-        await self._background.start(self._listen)
+        tasks = [self._listen]
+        if self._presence is not None:
+            tasks.append(self._presence.refresh_forever)
+        await self._background.start(*tasks)
         return self
 
     async def __aexit__(
@@ -101,11 +112,16 @@ class RoomManager(ConnectionManager):
         members.add(conn)
         if since is not None:
             await self._replay(conn, room, membership, since, epoch)
+        if self._presence is not None:
+            info = await self._presence.add(room, conn)
+            await self._announce(room, {"type": "presence", "event": "join", "member": info})
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
         if self._joined.get(conn, {}).pop(room, None) is None:
             return
+        if self._presence is not None and (info := await self._presence.remove(room, conn)):
+            await self._announce(room, {"type": "presence", "event": "leave", "member": info})
         members = self._rooms.get(room)
         if members is None:
             return
@@ -114,6 +130,32 @@ class RoomManager(ConnectionManager):
             del self._rooms[room]
             self._seen.pop(room, None)
             await self.backend.unsubscribe(room)
+
+    async def presence(self, room: str) -> dict[str, Any]:
+        """Who is in ``room`` on every worker: ``{connection id: info}`` (needs ``presence=True``).
+
+        Raises:
+            RuntimeError: presence is not enabled.
+            BackendUnavailable: the backplane cannot be reached.
+        """
+        if self._presence is None:
+            raise RuntimeError("presence is off: RoomManager(presence=True) turns it on")
+        return await self._presence.members(room)
+
+    async def _announce(self, room: str, event: dict[str, Any]) -> None:
+        try:
+            await self.publish(room, event)
+        except BackendUnavailable as exc:
+            logger.warning("presence event for %r not published: %s", room, exc)
+
+    def _make_presence(
+        self, enabled: bool, ttl: float, info: PresenceInfo | None
+    ) -> Presence | None:
+        if not enabled:
+            return None
+        if not isinstance(self.backend, PresenceStore):
+            raise TypeError(f"{type(self.backend).__name__} has no presence store")
+        return Presence(self.backend, ttl=ttl, info=info or default_info, dumps=self._limits.dumps)
 
     async def publish(
         self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None
