@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory clean
+.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -54,13 +54,16 @@ system-deps:
 	  fi; \
 	fi
 
-bench: bench-fanout bench-memory
+bench: bench-fanout bench-memory bench-echo
 
 bench-fanout: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.fanout
 
 bench-memory: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.memory
+
+bench-echo: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.echo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
