@@ -7,13 +7,16 @@ import gc
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from ._poll import await_for, wait_for
+
+__all__ = ["RunningServer", "await_for", "wait_for"]
 
 T = TypeVar("T")
 
@@ -55,11 +58,9 @@ class RunningServer:
     def start(self) -> None:
         logging.getLogger("uvicorn.error").addHandler(self.log)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
+        wait_for(lambda: self.server.started or not self._thread.is_alive(), what="uvicorn")
+        if not self.server.started:
+            raise RuntimeError("uvicorn did not start")
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -96,21 +97,3 @@ class RunningServer:
         finally:
             gc.collect()  # surface "Task exception was never retrieved" into loop_errors
             loop.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until true, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
-async def await_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """``wait_for`` for async tests."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        await asyncio.sleep(0.02)

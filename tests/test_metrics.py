@@ -18,6 +18,8 @@ from asgi_rt import ConnectionManager, Metrics, Overflow, metrics_app
 from asgi_rt.metrics import close_code_label
 from asgi_rt.testing import websocket_session
 
+from ._poll import await_for
+
 
 async def scrape(app: Any, accept: str = "") -> tuple[dict[bytes, bytes], str]:
     sent: list[dict[str, Any]] = []
@@ -52,16 +54,12 @@ async def test_manager_queue_metrics_are_exported() -> None:
             await manager.broadcast(str(n))
         conn = manager.get("slow")
         assert conn is not None
-        with anyio.fail_after(5):
-            while conn.queued != 2:
-                await anyio.sleep(0.001)
+        await await_for(lambda: conn.queued == 2, 5, interval=0.001)
         assert sample(metrics, "asgi_rt_queue_depth") == 2
         assert sample(metrics, "asgi_rt_messages_dropped_total", {"reason": "drop_oldest"}) >= 1
         for _ in range(3):
             await slow.receive_text()
-        with anyio.fail_after(5):
-            while (sample(metrics, "asgi_rt_queue_wait_seconds_count") or 0) < 2:
-                await anyio.sleep(0.001)
+        await await_for(lambda: (sample(metrics, "asgi_rt_queue_wait_seconds_count") or 0) >= 2, 5)
     assert sample(metrics, "asgi_rt_slow_consumer_disconnects_total") == 0
 
 

@@ -11,6 +11,7 @@ import pytest
 from asgi_rt.backends import Backend, HistoryGap, MemoryBackend, Publication
 from asgi_rt.backends.base import PresenceStore
 
+from .._poll import await_for
 from .._redis import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -48,11 +49,7 @@ async def take(backend: Backend, count: int) -> list[Publication]:
 
 async def subscribed(backend: Backend, channel: str) -> None:
     await backend.subscribe(channel)
-    up = getattr(backend, "listener_up", True)
-    with anyio.fail_after(10):
-        while not up:
-            await anyio.sleep(0.01)
-            up = getattr(backend, "listener_up", True)
+    await await_for(lambda: getattr(backend, "listener_up", True), what="the listener")
     await backend.subscribe(channel)  # idempotent; now surely on the live connection
 
 

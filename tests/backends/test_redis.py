@@ -124,15 +124,16 @@ def two_workers(redis_server: RedisServer) -> Iterator[list[int]]:
         proc.wait(10)
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 async def _connect(port: int, room: str) -> websockets.ClientConnection:
-    for _ in range(200):
-        try:
-            ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/{room}", max_queue=None)
-            assert json.loads(await ws.recv()) == {"type": "joined"}
-            return ws
-        except OSError:
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"worker on {port} did not come up")
+    await await_for(lambda: _listening(port), 20, f"the worker on {port}")
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/{room}", max_queue=None)
+    assert json.loads(await ws.recv()) == {"type": "joined"}
+    return ws
 
 
 async def test_two_worker_processes_share_rooms_exactly_once_in_order(

@@ -21,16 +21,14 @@ from asgi_rt import (
 )
 from asgi_rt.testing import websocket_session
 
+from .._poll import await_for
 from ..apps import echo_app
 
 pytestmark = pytest.mark.anyio
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``predicate`` with a deadline, yielding to other tasks in between."""
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.001)
+    await await_for(predicate, timeout, interval=0.001)
 
 
 async def first_in_flight(manager: ConnectionManager, conn_id: str, text: str) -> None:

@@ -16,6 +16,8 @@ from asgi_rt import RoomManager
 from asgi_rt.backends import MemoryBackend
 from asgi_rt.testing import WebSocketSession, websocket_session
 
+from .._poll import await_for
+
 pytestmark = pytest.mark.anyio
 
 
@@ -43,9 +45,7 @@ async def running(**options: Any) -> AsyncIterator[tuple[RoomManager, Any, set[s
 
 
 async def wait_joined(ready: set[str], *ids: str) -> None:
-    with anyio.fail_after(5):
-        while not set(ids) <= ready:
-            await anyio.sleep(0.001)
+    await await_for(lambda: set(ids) <= ready, 5, "joined", interval=0.001)
 
 
 async def frames(ws: WebSocketSession, count: int) -> list[dict[str, Any]]:
@@ -93,9 +93,7 @@ async def test_disconnect_leaves_rooms_and_empty_rooms_go() -> None:
         async with websocket_session(app, "/ws/a?id=1"):
             await wait_joined(ready, "1")
             assert rooms.rooms() == ["a"]
-        with anyio.fail_after(5):
-            while rooms.rooms():
-                await anyio.sleep(0.001)
+        await await_for(lambda: not rooms.rooms(), 5, "the room to go", interval=0.001)
         assert rooms.members("a") == frozenset()
 
 
