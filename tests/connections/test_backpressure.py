@@ -49,6 +49,17 @@ def test_coalesce_replaces_in_place_and_updates_bytes() -> None:
     assert box.push("a3", 2, "a") is Pushed.QUEUED  # the popped key is forgotten
 
 
+def test_a_coalesced_value_never_breaks_the_byte_bound() -> None:
+    box = Outbox(max_messages=4, max_bytes=4, overflow=Overflow.COALESCE)
+    box.push("a1", 1, "a")
+    box.push("b1", 1, "b")
+    assert box.push("a-huge", 5, "a") is Pushed.DROPPED_NEWEST  # could never fit: a1 stays
+    assert box.push("a2", 4, "a") is Pushed.COALESCED  # fits only once b1 is evicted
+    assert box.dropped == 1
+    assert box.nbytes == 4
+    assert drain(box) == ["a2"]
+
+
 def test_clear_reports_what_was_discarded() -> None:
     box = Outbox(max_messages=4, max_bytes=None, overflow=Overflow.DROP_NEWEST)
     box.push(1, 1)

@@ -241,6 +241,7 @@ class Sender:
             return True
         if outcome is Pushed.COALESCED:
             stats.coalesced += 1
+            stats.dropped_oldest += self._outbox.dropped  # a bigger value may evict others
             return True
         if outcome is Pushed.DROPPED_OLDEST:
             stats.queued += 1

@@ -143,8 +143,8 @@ class Outbox:
 
     def _replace(self, message: Any, size: int, key: Hashable | None) -> bool:
         entry = None if self._keyed is None else self._keyed.get(key)
-        if entry is None:
-            return False
+        if entry is None or (self.max_bytes is not None and size > self.max_bytes):
+            return False  # nothing to replace, or the newer value could never fit
         self.nbytes += size - entry.size
         entry.message, entry.size = message, size
         if self.max_bytes is not None:
@@ -161,7 +161,15 @@ class Outbox:
         return Pushed.DROPPED_OLDEST
 
     def _evict_while_over_bytes(self, keep: _Entry) -> None:
+        """Drop the oldest entries other than ``keep`` until the byte bound holds again."""
         limit, items = self.max_bytes, self._items
-        while limit is not None and self.nbytes > limit and items and items[0] is not keep:
-            self.pop()
+        if limit is None or items is None:
+            return
+        for entry in [e for e in items if e is not keep]:
+            if self.nbytes <= limit:
+                return
+            items.remove(entry)
+            self.nbytes -= entry.size
+            if entry.key is not None and self._keyed is not None:
+                self._keyed.pop(entry.key, None)
             self.dropped += 1

@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-import anyio
 from starlette.websockets import WebSocket
 
 from ..exceptions import (
@@ -18,6 +17,7 @@ from ..exceptions import (
 )
 from . import _sender
 from ._encode import encode
+from ._interrupt import INTERRUPTED, Interruptible
 from ._limits import Limits
 from .ratelimit import TokenBucket
 from .stats import ManagerStats
@@ -47,7 +47,7 @@ class Connection:
         websocket: the underlying Starlette ``WebSocket``.
     """
 
-    __slots__ = ("__weakref__", "_bucket", "_invalid", "_limits", "_receive_scope", "_sender",
+    __slots__ = ("__weakref__", "_bucket", "_invalid", "_limits", "_pending_receive", "_sender",
                  "_stats", "id", "meta", "websocket")  # fmt: skip
 
     def __init__(
@@ -59,6 +59,7 @@ class Connection:
         limits: Limits,
         stats: ManagerStats,
         inline: bool,
+        on_asyncio: bool,
     ) -> None:
         self.id = id
         self.meta = meta
@@ -67,7 +68,7 @@ class Connection:
         self._stats = stats
         self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
         self._invalid = 0
-        self._receive_scope: anyio.CancelScope | None = None
+        self._pending_receive = Interruptible(on_asyncio=on_asyncio)
         self._sender = _sender.Sender(
             _raw_send(websocket),
             websocket.send,
@@ -143,13 +144,8 @@ class Connection:
         """
         if self._sender.state is _sender.CLOSED:
             return None
-        with anyio.CancelScope() as scope:
-            self._receive_scope = scope
-            try:
-                message = await self.websocket.receive()
-            finally:
-                self._receive_scope = None
-        if scope.cancelled_caught:
+        message = await self._pending_receive.wait(self.websocket.receive)
+        if message is INTERRUPTED:  # the manager closed the connection meanwhile
             return None
         if message["type"] == "websocket.disconnect":
             self._peer_closed(message.get("code", 1005))
@@ -234,8 +230,7 @@ class Connection:
         self._sender.request_close(code, "", drain=False)
 
     def _cancel_receive(self) -> None:
-        if self._receive_scope is not None:
-            self._receive_scope.cancel()
+        self._pending_receive.interrupt()
 
 
 class _End:

@@ -246,7 +246,7 @@ class ConnectionManager:
     def _register(self, websocket: WebSocket, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
             websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
-            inline=self._use_inline(),
+            inline=self._use_inline(), on_asyncio=_on_asyncio(),
         )  # fmt: skip
         self._connections[conn_id] = conn
         self._stats.opened += 1
@@ -269,10 +269,14 @@ class ConnectionManager:
 
     def _use_inline(self) -> bool:
         if self._inline_send is None:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                self._inline_send = False
-            else:
-                self._inline_send = True
+            self._inline_send = _on_asyncio()
         return self._inline_send
+
+
+def _on_asyncio() -> bool:
+    """Whether this runs on an asyncio loop (inline sends and cheap interrupts need it)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
