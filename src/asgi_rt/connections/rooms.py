@@ -59,8 +59,8 @@ class RoomManager(ConnectionManager):
         self._publish_seconds = None if metrics is None else metrics.backplane_publish.labels()
         self._lag_seconds = None if metrics is None else metrics.backplane_lag.labels()
         self.backend = make_backend(backend, history_size=history_size)
-        self._rooms: dict[str, set[Connection]] = {}
-        self._joined: dict[Connection, dict[str, Membership]] = {}
+        self._rooms: dict[str, dict[Connection, Membership]] = {}  # room -> local members
+        self._joined: dict[Connection, set[str]] = {}  # for leaving every room at the end
         self._background = Background()
         self._presence = self._make_presence(presence, presence_ttl, presence_info)
         self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
@@ -100,16 +100,16 @@ class RoomManager(ConnectionManager):
         current one), the client gets ``{"type": "recovery_failed", "room": ...,
         "reason": ...}`` and then live messages: it should re-sync from its source of truth.
         """
-        membership = self._joined.setdefault(conn, {}).get(room)
-        if membership is not None:
+        joined = self._joined.setdefault(conn, set())
+        if room in joined:
             return
+        joined.add(room)
         membership = Membership(replaying=since is not None)
-        self._joined[conn][room] = membership
         members = self._rooms.get(room)
         if members is None:
-            members = self._rooms[room] = set()
+            members = self._rooms[room] = {}
             await self.backend.subscribe(room)
-        members.add(conn)
+        members[conn] = membership
         if since is not None:
             await self._replay(conn, room, membership, since, epoch)
         if self._presence is not None:
@@ -118,14 +118,16 @@ class RoomManager(ConnectionManager):
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
-        if self._joined.get(conn, {}).pop(room, None) is None:
+        joined = self._joined.get(conn)
+        if joined is None or room not in joined:
             return
+        joined.discard(room)
         if self._presence is not None and (info := await self._presence.remove(room, conn)):
             await self._announce(room, {"type": "presence", "event": "leave", "member": info})
         members = self._rooms.get(room)
         if members is None:
             return
-        members.discard(conn)
+        members.pop(conn, None)
         if not members:
             del self._rooms[room]
             self._seen.pop(room, None)
@@ -214,11 +216,11 @@ class RoomManager(ConnectionManager):
         if self._lag_seconds is not None:
             self._lag_seconds.observe(max(0.0, time.time() - float(published_at or 0)))
         message, size = _frame(publication, body)
-        for conn in tuple(members):
-            if conn.id in excluded:
+        seq = publication.seq
+        for conn, membership in tuple(members.items()):
+            if excluded and conn.id in excluded:
                 continue
-            membership = self._joined.get(conn, {}).get(publication.channel)
-            if membership is not None and membership.accepts(publication.seq, message, size):
+            if membership.accepts(seq, message, size):
                 conn._sender.deliver(message, size)
 
     async def _replay(self, conn: Connection, room: str, membership: Membership,
