@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo clean
+.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -54,7 +54,7 @@ system-deps:
 	  fi; \
 	fi
 
-bench: bench-fanout bench-memory bench-echo
+bench: bench-fanout bench-memory bench-echo bench-rooms
 
 bench-fanout: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.fanout
@@ -64,6 +64,9 @@ bench-memory: $(VENV)/.installed-dev
 
 bench-echo: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.echo
+
+bench-rooms: $(VENV)/.installed-dev system-deps
+	$(BIN)/python -m bench.rooms
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

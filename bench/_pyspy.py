@@ -9,7 +9,7 @@ Two views:
 
 * **self**: the package of the innermost frame, i.e. whose code was executing;
 * **owner**: the innermost frame that belongs to a *layer* (asgi_rt, the OTel ASGI
-  instrumentation, Starlette, the bench app, uvicorn, websockets, asyncio). Work the
+  instrumentation, Starlette, the bench app, uvicorn, websockets, asyncio, redis-py). Work the
   OTel SDK/API, prometheus_client or the stdlib do on asgi_rt's behalf counts as
   asgi_rt's; ``await send(...)`` from asgi_rt into uvicorn counts as uvicorn's. Samples
   of threads other than the main one (the BatchSpanProcessor's worker) are kept apart.
@@ -32,6 +32,7 @@ _CATEGORIES = (
     ("/opentelemetry/util/http", "otel_instrumentation"),
     ("/opentelemetry/", "otel_api"),
     ("/prometheus_client/", "prometheus"),
+    ("/site-packages/redis/", "redis_py"),
     ("/uvicorn/", "uvicorn"),
     ("/websockets/", "websockets"),
     ("/starlette/", "starlette"),
@@ -48,6 +49,7 @@ LAYERS = frozenset(
         "uvicorn",
         "websockets",
         "asyncio",
+        "redis_py",
     }
 )
 

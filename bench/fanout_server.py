@@ -232,10 +232,13 @@ def queue_writer_app() -> Starlette:
 # socketio: python-socketio rooms -------------------------------------------------------------
 
 
-def socketio_app() -> ASGIApp:
+def socketio_app(client_manager: Any = None) -> ASGIApp:
+    """``client_manager``: e.g. ``socketio.AsyncRedisManager(url)`` for several workers."""
     import socketio  # type: ignore[import-untyped]
 
-    sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+    sio = socketio.AsyncServer(
+        async_mode="asgi", client_manager=client_manager, logger=False, engineio_logger=False
+    )
     counters = Counters()
     members: set[str] = set()
 

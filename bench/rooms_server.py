@@ -1,0 +1,209 @@
+"""The cross-worker rooms benchmark's server: one uvicorn worker, one variant.
+
+Every variant serves:
+
+* ``/ws``: receivers; each joins the room ``BENCH_ROOM`` (default ``"r"``) and is sent
+  ``{"type":"joined"}`` once it is a member (for ``socketio_redis``: ``/socket.io/``,
+  joined in the ``connect`` handler, so the CONNECT reply means the same);
+* ``/pub``: one publisher whose every text frame is published to the room
+  (for ``socketio_redis``: the ``"pub"`` event, emitted to the room as ``"msg"``);
+* ``GET /stats``: JSON counters (members, manager stats, backplane listener state).
+
+``BENCH_VARIANT``:
+
+* ``asgi_rt_redis``: ``asgi_rt.RoomManager(backend=BENCH_REDIS_URL)``, entered in the
+  app's lifespan; members get ``{"room":"r","seq":N,"data":"<published text>"}``;
+* ``asgi_rt_memory``: the same app with ``backend="memory://"`` (one process only);
+* ``socketio_redis``: python-socketio ``AsyncServer`` with
+  ``socketio.AsyncRedisManager(BENCH_REDIS_URL)`` (the app of ``bench.fanout_server``);
+* ``handrolled_redis`` (reference): what PERF-NOTES calls the hand-rolled listener: one
+  ``redis.asyncio`` pub/sub listener per process feeding the naive local loop
+  (``for ws in conns: await ws.send_text(text)``); the publisher ``PUBLISH``es the text
+  as is. No seq, no history, no reconnects, no backpressure: the floor of a backplane.
+
+Run with ``python -m bench.rooms_server`` (prints one JSON line ``{"port", "stall_port",
+"pid"}`` once listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
+``websockets-sansio``, uvicorn's default), or ``uvicorn --factory bench.rooms_server:make_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp
+from starlette.websockets import WebSocket
+
+from asgi_rt import RoomManager
+
+from .fanout_server import Counters, _listener, _serve, _stats_route, socketio_app
+
+VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis")
+
+
+def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
+    rooms = RoomManager(backend=backend)
+    counters = Counters()
+
+    async def receiver(websocket: WebSocket) -> None:
+        async with rooms.connect(websocket) as conn:
+            await rooms.join(conn, room)
+            await conn.send({"type": "joined"})
+            async for _ in conn:
+                pass
+
+    async def publisher(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            counters.started += 1
+            await rooms.publish(room, text)
+            counters.done += 1
+
+    def stats() -> dict[str, Any]:
+        conns = list(rooms)
+        backend = rooms.backend
+        return {
+            "connections": len(rooms),
+            "members": len(rooms.members(room)),
+            "max_queued": max((c.queued for c in conns), default=0),
+            "closing": [[c.close_code, c.close_reason] for c in conns if c.state != "open"],
+            "manager": dataclasses.asdict(rooms.stats()),
+            "backend": type(backend).__name__,
+            "listener_up": getattr(backend, "listener_up", None),
+            "listener_reconnects": getattr(backend, "reconnects", None),
+            **counters.as_dict(),
+        }
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with rooms:
+            yield
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def socketio_redis_app(url: str) -> ASGIApp:
+    import socketio  # type: ignore[import-untyped]
+
+    return socketio_app(client_manager=socketio.AsyncRedisManager(url))
+
+
+def handrolled_redis_app(url: str, room: str) -> Starlette:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    channel = f"bench:{room}"
+    conns: set[WebSocket] = set()
+    counters = Counters()
+    subscribed = asyncio.Event()
+
+    async def listen() -> None:
+        pubsub = client.pubsub()
+        await pubsub.subscribe(channel)
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+            if message is None:
+                continue  # an idle read timeout is normal
+            if message["type"] == "subscribe":
+                subscribed.set()
+            elif message["type"] == "message":
+                text = message["data"].decode()
+                for ws in list(conns):
+                    try:
+                        await ws.send_text(text)
+                    except Exception:  # the peer left; its endpoint unregisters it
+                        conns.discard(ws)
+
+    async def receiver(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await subscribed.wait()
+        conns.add(websocket)
+        await websocket.send_text('{"type":"joined"}')
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            conns.discard(websocket)
+
+    async def publisher(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            counters.started += 1
+            await client.publish(channel, text)
+            counters.done += 1
+
+    def stats() -> dict[str, Any]:
+        return {"connections": len(conns), "listener_up": subscribed.is_set(), **counters.as_dict()}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(listen())
+        try:
+            yield
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def make_app() -> ASGIApp:
+    """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
+    variant = os.environ.get("BENCH_VARIANT", "asgi_rt_redis")
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    room = os.environ.get("BENCH_ROOM", "r")
+    if variant == "asgi_rt_redis":
+        return asgi_rt_rooms_app(url, room)
+    if variant == "asgi_rt_memory":
+        return asgi_rt_rooms_app("memory://", room)
+    if variant == "socketio_redis":
+        return socketio_redis_app(url)
+    if variant == "handrolled_redis":
+        return handrolled_redis_app(url, room)
+    raise SystemExit(f"BENCH_VARIANT must be one of {', '.join(VARIANTS)}, not {variant!r}")
+
+
+def main() -> None:
+    import uvicorn
+
+    from ._wsclient import raise_nofile_limit
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    raise_nofile_limit()
+    config = uvicorn.Config(
+        "bench.rooms_server:make_app",
+        factory=True,
+        ws=os.environ.get("BENCH_WS", "websockets-sansio"),
+        log_level="warning",
+        lifespan="on",
+        backlog=4096,
+        timeout_graceful_shutdown=2,
+    )
+    asyncio.run(_serve(uvicorn.Server(config), [_listener(None)]))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
