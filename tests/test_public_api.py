@@ -18,6 +18,9 @@ PUBLIC_MODULES = [
     "asgi_rt.middleware.handshake",
     "asgi_rt.middleware.telemetry",
     "asgi_rt.metrics",
+    "asgi_rt.looplag",
+    "asgi_rt.backends",
+    "asgi_rt.backends.redis",
     "asgi_rt.testing",
     "asgi_rt.types",
 ]

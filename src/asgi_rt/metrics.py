@@ -146,6 +146,9 @@ class Metrics:
         self.backplane_listener_up = f.gauge(
             p + "backplane_listener_up", "1 while the backplane listener is connected.", []
         )
+        self.event_loop_lag = f.histogram(
+            p + "event_loop_lag_seconds", "How late a periodic timer fired.", [], TIME_BUCKETS
+        )
         self.backplane_reconnects = f.counter(
             p + "backplane_reconnects_total", "Backplane listener reconnections.", []
         )

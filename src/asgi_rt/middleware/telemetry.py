@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
+from ..looplag import LoopLagMonitor
 from ..metrics import Metrics
 from ._sse import EventStreamRecorder, wants_event_stream
 from ._tracing import AttributesHook, frame_sampler
@@ -45,6 +46,9 @@ class TelemetryMiddleware:
             is called (handshake and close records are always offered to the tracer).
         span_attributes: ``hook(scope) -> {name: value}`` added to the handshake span;
             a raising hook is logged and ignored.
+        loop_lag: run a :class:`~asgi_rt.looplag.LoopLagMonitor` for the app's lifespan
+            (``asgi_rt_event_loop_lag_seconds``, and a WARNING with the blocking stack).
+        loop_lag_threshold: seconds the loop may be held before that WARNING.
 
     Raises:
         ValueError: ``frame_sample_ratio`` outside [0, 1].
@@ -59,12 +63,15 @@ class TelemetryMiddleware:
         tracer_provider: TracerProvider | None = None,
         frame_sample_ratio: float = 1.0,
         span_attributes: AttributesHook | None = None,
+        loop_lag: bool = True,
+        loop_lag_threshold: float = 0.1,
     ) -> None:
         self.app = app
         self.sampler = frame_sampler(frame_sample_ratio)
         self.metrics = Metrics(registry) if metrics is None else metrics
         self.tracer = trace.get_tracer("asgi_rt", __version__, tracer_provider=tracer_provider)
         self.span_attributes = span_attributes
+        self.loop_lag, self.loop_lag_threshold = loop_lag, loop_lag_threshold
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -72,9 +79,20 @@ class TelemetryMiddleware:
             await WebSocketRecorder(self, scope).run(self.app, receive, send)
         elif kind == "http" and wants_event_stream(scope):
             await EventStreamRecorder(self, scope).run(self.app, receive, send)
-        elif kind == "lifespan" and self.metrics.multiprocess:
-            await self.app(scope, receive, _mark_dead_on_shutdown(send))
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
         else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """For the app's lifetime: the loop-lag monitor, and (multiprocess) the dead mark."""
+        if self.metrics.multiprocess:
+            send = _mark_dead_on_shutdown(send)
+        if not self.loop_lag:
+            await self.app(scope, receive, send)
+            return
+        monitor = LoopLagMonitor(metrics=self.metrics, threshold=self.loop_lag_threshold)
+        async with monitor:
             await self.app(scope, receive, send)
 
     def user_attributes(self, span: Span, scope: Scope) -> None:
