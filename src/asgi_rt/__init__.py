@@ -4,6 +4,7 @@ from ._version import __version__ as __version__
 from .connections import (
     Connection,
     ConnectionManager,
+    Heartbeat,
     ManagerStats,
     Overflow,
     RateLimit,
@@ -38,6 +39,7 @@ __all__ = [
     "DuplicateConnectionId",
     "FirstMessageAuthMiddleware",
     "HandshakeMiddleware",
+    "Heartbeat",
     "InvalidData",
     "ManagerStats",
     "MessageTooBig",

@@ -146,6 +146,11 @@ class Metrics:
         self.backplane_listener_up = f.gauge(
             p + "backplane_listener_up", "1 while the backplane listener is connected.", []
         )
+        self.heartbeat_closes = f.counter(
+            p + "heartbeat_closes_total",
+            "Closes by the app-level heartbeat or idle timeout.",
+            ["reason"],
+        )
         self.event_loop_lag = f.histogram(
             p + "event_loop_lag_seconds", "How late a periodic timer fired.", [], TIME_BUCKETS
         )
@@ -171,7 +176,15 @@ class Metrics:
             self.rooms_active.functions.append(self._rooms)
             self.backplane_listener_up.functions.append(self._listener_up)
             self.backplane_reconnects.functions.append(self._reconnects)
+            self.heartbeat_closes.functions.append(self._heartbeat_closes)
         self._managers.add(manager)
+
+    def _heartbeat_closes(self) -> list[tuple[tuple[str, ...], float]]:
+        stats = [m.stats() for m in list(self._managers)]
+        return [
+            (("idle_timeout",), float(sum(s.idle_timeouts for s in stats))),
+            (("heartbeat_timeout",), float(sum(s.heartbeat_timeouts for s in stats))),
+        ]
 
     def _backends(self) -> list[Any]:
         return [m.backend for m in list(self._managers) if hasattr(m, "backend")]

@@ -2,6 +2,7 @@
 
 from .backpressure import Overflow
 from .connection import Connection
+from .heartbeat import Heartbeat
 from .manager import ConnectionManager
 from .ratelimit import RateLimit
 from .rooms import RoomManager
@@ -10,6 +11,7 @@ from .stats import ManagerStats
 __all__ = [
     "Connection",
     "ConnectionManager",
+    "Heartbeat",
     "ManagerStats",
     "Overflow",
     "RateLimit",

@@ -24,6 +24,7 @@ class Limits:
     max_invalid_frames: int
     dumps: Dumps
     queue_wait: Any = None  # a bound histogram child (observe(seconds)), when metrics are on
+    heartbeat: bool = False  # whether {"type":"pong"} frames are swallowed
 
     def __post_init__(self) -> None:
         _at_least("queue_size", self.queue_size, 1)

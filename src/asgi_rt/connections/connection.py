@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +20,7 @@ from . import _sender
 from ._encode import encode
 from ._interrupt import INTERRUPTED, Interruptible
 from ._limits import Limits
+from .heartbeat import is_pong
 from .ratelimit import TokenBucket
 from .stats import ManagerStats
 
@@ -48,7 +50,8 @@ class Connection:
     """
 
     __slots__ = ("__weakref__", "_bucket", "_invalid", "_limits", "_pending_receive", "_sender",
-                 "_stats", "id", "meta", "websocket")  # fmt: skip
+                 "_stats", "_swallow_pongs", "id", "last_seen", "meta", "ping_sent_at",
+                 "websocket")  # fmt: skip
 
     def __init__(
         self,
@@ -69,6 +72,9 @@ class Connection:
         self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
         self._invalid = 0
         self._pending_receive = Interruptible(on_asyncio=on_asyncio)
+        self._swallow_pongs = limits.heartbeat
+        self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
+        self.ping_sent_at: float | None = None
         self._sender = _sender.Sender(
             _raw_send(websocket),
             websocket.send,
@@ -142,18 +148,21 @@ class Connection:
         Frames over ``max_message_size`` close with 1009, frames over the rate limit
         with 1008; in both cases this returns ``None``.
         """
-        if self._sender.state is _sender.CLOSED:
-            return None
-        message = await self._pending_receive.wait(self.websocket.receive)
-        if message is INTERRUPTED:  # the manager closed the connection meanwhile
-            return None
-        if message["type"] == "websocket.disconnect":
-            self._peer_closed(message.get("code", 1005))
-            return None
-        data: str | bytes | None = message.get("text")
-        if data is None:
-            data = message.get("bytes") or b""
-        return await self._check(data)
+        while self._sender.state is not _sender.CLOSED:
+            message = await self._pending_receive.wait(self.websocket.receive)
+            if message is INTERRUPTED:  # the manager closed the connection meanwhile
+                return None
+            if message["type"] == "websocket.disconnect":
+                self._peer_closed(message.get("code", 1005))
+                return None
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            self.last_seen = time.monotonic()
+            if self._swallow_pongs and is_pong(data):
+                continue  # a heartbeat answer is not the app's business
+            return await self._check(data)
+        return None
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         return _Frames(self._receive_frame)

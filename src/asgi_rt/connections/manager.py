@@ -5,8 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Collection, Hashable, Iterable, Iterator
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Hashable,
+    Iterable,
+    Iterator,
+)
 from contextlib import asynccontextmanager
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -14,11 +23,13 @@ import anyio
 import anyio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .._background import Background
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
 from ._limits import Limits
 from .backpressure import Overflow
 from .connection import Connection
+from .heartbeat import Heartbeat, sweep_forever
 from .ratelimit import RateLimit
 from .stats import ManagerStats
 
@@ -54,6 +65,9 @@ class ConnectionManager:
         inline_send: write frames from the caller's task when they do not block.
             ``None`` (default) enables it under asyncio and not under trio.
         dumps: JSON encoder for dict/list payloads (called once per broadcast).
+        heartbeat: app-level ping/pong (:class:`~asgi_rt.connections.heartbeat.Heartbeat`);
+            an unanswered ping closes 4001 ``heartbeat timeout``.
+        idle_timeout: seconds without an inbound frame before closing 4000 ``idle timeout``.
         metrics: export queue wait, queue depth, drops and slow-consumer closes into
             this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
             ``stats()`` at scrape time, so they cost nothing per message).
@@ -77,6 +91,8 @@ class ConnectionManager:
         inline_send: bool | None = None,
         dumps: Dumps = compact_dumps,
         metrics: Metrics | None = None,
+        heartbeat: Heartbeat | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self._limits = Limits(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
@@ -84,7 +100,13 @@ class ConnectionManager:
             max_message_size=max_message_size, rate_limit=rate_limit,
             max_invalid_frames=max_invalid_frames, dumps=dumps,
             queue_wait=None if metrics is None else metrics.queue_wait.labels(),
+            heartbeat=heartbeat is not None,
         )  # fmt: skip
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}")
+        self._heartbeat, self._idle_timeout = heartbeat, idle_timeout
+        self._background = Background()
+        self._running = False
         self._inline_send = inline_send
         self._connections: dict[str, Connection] = {}
         self._reserved: set[str] = set()  # ids whose handshake is still in progress
@@ -138,6 +160,11 @@ class ConnectionManager:
         Raises:
             DuplicateConnectionId: ``id`` is already registered (the socket is not accepted).
         """
+        if (self._heartbeat or self._idle_timeout) and not self._running:
+            raise RuntimeError(
+                "heartbeat and idle_timeout need the manager running: "
+                "'async with manager:' in the app's lifespan"
+            )
         conn_id = self._reserve(id)
         try:  # registered only once accepted: a broadcast must never race the handshake
             if websocket.application_state is WebSocketState.CONNECTING:
@@ -228,13 +255,25 @@ class ConnectionManager:
                 await conn.wait_closed()
 
     async def __aenter__(self) -> Self:
+        await self._background.start(*self._background_tasks())
+        self._running = True
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
-        await self.close_all()
+        try:
+            await self.close_all()
+        finally:
+            self._running = False
+            await self._background.stop()
+
+    def _background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        """What runs while the manager is entered; subclasses add theirs."""
+        if self._heartbeat is None and self._idle_timeout is None:
+            return []
+        return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
 
     def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id

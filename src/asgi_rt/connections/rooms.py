@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Coroutine
 from types import TracebackType
 from typing import Any, Self
 
-from .._background import Background
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
 from ..backends.base import PresenceStore
 from ..types import WebSocketSendEvent
@@ -61,26 +60,26 @@ class RoomManager(ConnectionManager):
         self.backend = make_backend(backend, history_size=history_size)
         self._rooms: dict[str, dict[Connection, Membership]] = {}  # room -> local members
         self._joined: dict[Connection, set[str]] = {}  # for leaving every room at the end
-        self._background = Background()
         self._presence = self._make_presence(presence, presence_ttl, presence_info)
         self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
 
     async def __aenter__(self) -> Self:
         await self.backend.__aenter__()
-        tasks = [self._listen]
+        return await super().__aenter__()
+
+    def _background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        tasks = [*super()._background_tasks(), self._listen]
         if self._presence is not None:
             tasks.append(self._presence.refresh_forever)
-        await self._background.start(*tasks)
-        return self
+        return tasks
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
         try:
-            await self.close_all()
+            await super().__aexit__(exc_type, exc, tb)
         finally:
-            await self._background.stop()
             await self.backend.__aexit__(exc_type, exc, tb)
 
     def rooms(self) -> list[str]:

@@ -29,6 +29,8 @@ class ManagerStats:
         rate_limit_closes: connections closed 1008 for exceeding their rate limit.
         invalid_frames: frames answered with an error frame (bad JSON, wrong kind).
         invalid_data_closes: connections closed 1003/1007 for bad data.
+        idle_timeouts: connections closed 4000 for sending nothing for ``idle_timeout``.
+        heartbeat_timeouts: connections closed 4001 for not answering a heartbeat ping.
     """
 
     active: int = 0
@@ -48,3 +50,5 @@ class ManagerStats:
     rate_limit_closes: int = 0
     invalid_frames: int = 0
     invalid_data_closes: int = 0
+    idle_timeouts: int = 0
+    heartbeat_timeouts: int = 0
