@@ -19,6 +19,7 @@ PUBLIC_MODULES = [
     "asgi_rt.middleware.telemetry",
     "asgi_rt.metrics",
     "asgi_rt.looplag",
+    "asgi_rt.messages",
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
     "asgi_rt.testing",

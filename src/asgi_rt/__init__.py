@@ -18,8 +18,10 @@ from .exceptions import (
     MessageTooBig,
     ProtocolViolation,
     RateLimitExceeded,
+    RequestFailed,
 )
 from .injection import get_manager, get_rooms, manager_dependency, provide
+from .messages import Router
 from .metrics import Metrics, metrics_app
 from .middleware import (
     Authenticated,
@@ -48,7 +50,9 @@ __all__ = [
     "ProtocolViolation",
     "RateLimit",
     "RateLimitExceeded",
+    "RequestFailed",
     "RoomManager",
+    "Router",
     "TelemetryMiddleware",
     "get_manager",
     "get_rooms",

@@ -6,6 +6,7 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     AsgiRtError
     ├── ConnectionClosed        the connection is closed; sending to it is pointless (code, reason)
     ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
+    ├── RequestFailed           conn.request() got no ack in time, or too many were pending
     └── ProtocolViolation       the peer broke a limit; the connection was closed with `code`
         ├── MessageTooBig       a frame over max_message_size (1009)
         ├── RateLimitExceeded   the per-connection token bucket ran dry (1008)
@@ -25,6 +26,7 @@ __all__ = [
     "MessageTooBig",
     "ProtocolViolation",
     "RateLimitExceeded",
+    "RequestFailed",
 ]
 
 
@@ -60,6 +62,13 @@ class DuplicateConnectionId(AsgiRtError):
 
     default_code = 1008
     default_reason = "duplicate connection id"
+
+
+class RequestFailed(AsgiRtError):
+    """A ``conn.request`` got no ack in time, or too many were already pending."""
+
+    default_code = 1000
+    default_reason = "request failed"
 
 
 class ProtocolViolation(AsgiRtError):

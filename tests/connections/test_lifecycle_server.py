@@ -66,7 +66,7 @@ async def test_bad_json_is_answered_with_an_error_frame_on_the_wire(
         await ws.send("{oops")
         error = json.loads(await ws.recv())
         assert error["type"] == "error"
-        assert error["error"] == "invalid_json"
+        assert error["data"]["code"] == "invalid_json"
         await ws.send('{"still": "here"}')
         assert json.loads(await ws.recv()) == {"still": "here"}
 

@@ -71,7 +71,7 @@ async def test_bad_json_gets_an_error_frame_and_the_loop_goes_on() -> None:
     async with websocket_session(echo_app(manager, kind="json"), "/ws") as ws:
         await ws.send_text("{not json")
         error = await ws.receive_json()
-        assert error["type"] == "error" and error["error"] == "invalid_json"
+        assert error["type"] == "error" and error["data"]["code"] == "invalid_json"
         await ws.send_json({"ok": True})
         assert await ws.receive_json() == {"ok": True}
     assert manager.stats().invalid_frames == 1

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
+import anyio
 from starlette.websockets import WebSocket
 
 from ..exceptions import (
@@ -15,11 +16,13 @@ from ..exceptions import (
     MessageTooBig,
     ProtocolViolation,
     RateLimitExceeded,
+    RequestFailed,
 )
 from . import _sender
 from ._encode import encode
 from ._interrupt import INTERRUPTED, Interruptible
 from ._limits import Limits
+from ._requests import PendingRequests
 from .heartbeat import is_pong
 from .ratelimit import TokenBucket
 from .stats import ManagerStats
@@ -49,9 +52,22 @@ class Connection:
         websocket: the underlying Starlette ``WebSocket``.
     """
 
-    __slots__ = ("__weakref__", "_bucket", "_invalid", "_limits", "_pending_receive", "_sender",
-                 "_stats", "_swallow_pongs", "id", "last_seen", "meta", "ping_sent_at",
-                 "websocket")  # fmt: skip
+    __slots__ = (
+        "__weakref__",
+        "_bucket",
+        "_invalid",
+        "_limits",
+        "_pending_receive",
+        "_requests",
+        "_sender",
+        "_stats",
+        "_swallow_pongs",
+        "id",
+        "last_seen",
+        "meta",
+        "ping_sent_at",
+        "websocket",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -75,6 +91,7 @@ class Connection:
         self._swallow_pongs = limits.heartbeat
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
+        self._requests: PendingRequests | None = None  # made by the first request()
         self._sender = _sender.Sender(
             _raw_send(websocket),
             websocket.send,
@@ -130,6 +147,34 @@ class Connection:
         message, size = encode(data, self._limits.dumps)
         return self._sender.deliver(message, size, key)
 
+    async def request(self, type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
+        """Send ``{"type": type, "data": data, "id": ...}`` and wait for the client's ack.
+
+        The client answers ``{"type": "ack", "id": <the same id>, "data": ...}``; this
+        returns that ``data``. Acks are delivered by :class:`~asgi_rt.messages.Router` (or
+        by calling :meth:`resolve_ack` yourself). At most ``max_pending_requests`` wait at once.
+
+        Raises:
+            RequestFailed: no ack within ``timeout`` seconds, or too many pending.
+            ConnectionClosed: the connection is closed.
+        """
+        if self._requests is None:
+            self._requests = PendingRequests(self._limits.max_pending_requests)
+        request_id, waiter = self._requests.open()
+        try:
+            await self.send({"type": type, "data": data, "id": request_id})
+            with anyio.move_on_after(timeout):
+                await waiter.done.wait()
+        finally:
+            self._requests.forget(request_id)
+        if not waiter.done.is_set():
+            raise RequestFailed(f"no ack for {type!r} within {timeout} s")
+        return waiter.result
+
+    def resolve_ack(self, request_id: Any, data: Any) -> bool:
+        """Hand a client's ack to the pending :meth:`request`; ``False`` if none waits."""
+        return self._requests is not None and self._requests.resolve(request_id, data)
+
     async def close(self, code: int = 1000, reason: str = "", *, drain: bool = True) -> None:
         """Close the connection, by default after the queued messages are written.
 
@@ -175,7 +220,7 @@ class Connection:
         """Iterate decoded JSON frames (text, or UTF-8 binary).
 
         A frame that is not valid JSON is answered with
-        ``{"type": "error", "error": "invalid_json", "message": ...}`` and skipped; after
+        ``{"type": "error", "data": {"code": "invalid_json", "message": ...}}`` and skipped; after
         ``max_invalid_frames`` such frames the connection is closed with 1007.
         """
         return _Frames(self._receive_json)
@@ -198,7 +243,7 @@ class Connection:
             try:
                 return json.loads(data)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                if not await self._invalid_frame("invalid_json", f"expected JSON: {exc}"):
+                if not await self.reject_frame("invalid_json", f"expected JSON: {exc}"):
                     break
         return _END
 
@@ -212,16 +257,25 @@ class Connection:
             return None
         return data
 
-    async def _invalid_frame(self, error: str, detail: str) -> bool:
-        """Answer a bad frame with an error frame; ``False`` once the connection is closed."""
+    async def reject_frame(self, code: str, message: str, id: Any = None) -> bool:
+        """Answer a bad frame with ``{"type": "error", "data": {"code", "message"}, "id"}``.
+
+        Every call counts towards ``max_invalid_frames``; at that many the connection is
+        closed with 1007 instead.
+
+        Returns:
+            ``False`` once the connection has been closed for it.
+        """
         self._stats.invalid_frames += 1
         self._invalid += 1
         if self._invalid >= self._limits.max_invalid_frames:
-            await self._violate(InvalidData(f"{self._invalid} invalid frames: {detail}",
+            await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False
-        self._sender.deliver(*encode({"type": "error", "error": error, "message": detail[:200]},
-                                     self._limits.dumps))  # fmt: skip
+        frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": message[:200]}}
+        if id is not None:
+            frame["id"] = id
+        self._sender.deliver(*encode(frame, self._limits.dumps))
         return True
 
     async def _violate(self, exc: ProtocolViolation) -> None:

@@ -1,0 +1,175 @@
+"""Envelopes, routing, acks and server-initiated requests, under asyncio and trio."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from asgi_rt import Connection, ConnectionManager, RequestFailed
+from asgi_rt.messages import Router, decode_envelope, envelope
+from asgi_rt.testing import WebSocketSession, websocket_session
+
+pytestmark = pytest.mark.anyio
+
+
+class Move(BaseModel):
+    x: int
+    y: int
+
+
+@dataclass
+class Note:
+    text: str
+
+
+def routed_app(router: Router, manager: ConnectionManager | None = None) -> Starlette:
+    mgr = manager if manager is not None else ConnectionManager(max_invalid_frames=5)
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with mgr.connect(websocket) as conn:
+            await router.serve(conn)
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
+def make_router() -> Router:
+    router = Router(max_size=200)
+
+    @router.on("move", model=Move)
+    async def move(conn: Connection, data: Move) -> dict[str, int]:
+        return {"sum": data.x + data.y}
+
+    @router.on("note", model=Note)
+    async def note(conn: Connection, data: Note) -> str:
+        return data.text.upper()
+
+    @router.on("boom")
+    async def boom(conn: Connection, data: Any) -> None:
+        raise RuntimeError("handler bug")
+
+    return router
+
+
+async def error_code(ws: WebSocketSession) -> tuple[str, Any]:
+    frame = await ws.receive_json()
+    assert frame["type"] == "error", frame
+    return frame["data"]["code"], frame.get("id")
+
+
+async def test_a_handler_result_becomes_the_ack() -> None:
+    async with websocket_session(routed_app(make_router()), "/ws") as ws:
+        await ws.send_json({"type": "move", "data": {"x": 2, "y": 3}, "id": "a1"})
+        assert await ws.receive_json() == {"type": "ack", "id": "a1", "data": {"sum": 5}}
+        await ws.send_json({"type": "note", "data": {"text": "hi"}, "id": 7})
+        assert await ws.receive_json() == {"type": "ack", "id": 7, "data": "HI"}
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "id"),
+    [
+        ("not json", "invalid_json", None),
+        ("[1, 2]", "not_an_object", None),
+        ('{"data": 1, "id": "q"}', "missing_type", "q"),
+        ('{"type": "", "id": "q"}', "missing_type", "q"),
+        ('{"type": "move", "id": true}', "bad_field", None),
+        ('{"type": "move", "ts": "noon", "id": "q"}', "bad_field", "q"),
+        ('{"type": "nope", "id": "q"}', "unknown_type", "q"),
+        ('{"type": "move", "data": {"x": "a"}, "id": "q"}', "invalid_data", "q"),
+        ('{"type": "note", "data": {"wrong": 1}, "id": "q"}', "invalid_data", "q"),
+        ('{"type": "boom", "id": "q"}', "handler_error", "q"),
+        ('{"type": "note", "data": {"text": "' + "x" * 300 + '"}}', "too_big", None),
+    ],
+)
+async def test_bad_frames_get_an_error_frame_and_the_connection_goes_on(
+    frame: str, code: str, id: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="asgi_rt.messages"):
+        async with websocket_session(routed_app(make_router()), "/ws") as ws:
+            await ws.send_text(frame)
+            assert await error_code(ws) == (code, id)
+            await ws.send_json({"type": "move", "data": {"x": 1, "y": 1}, "id": "next"})
+            assert (await ws.receive_json())["data"] == {"sum": 2}
+    assert ("handler bug" in caplog.text) is (code == "handler_error")  # logged with traceback
+
+
+async def test_too_many_bad_frames_close_1007() -> None:
+    manager = ConnectionManager(max_invalid_frames=3)
+    async with websocket_session(routed_app(make_router(), manager), "/ws") as ws:
+        for _ in range(2):
+            await ws.send_text("junk")
+            await error_code(ws)
+        await ws.send_text("junk")
+        assert await ws.receive_close() == 1007
+
+
+async def test_server_requests_wait_for_the_clients_ack() -> None:
+    router, manager = make_router(), ConnectionManager()
+    results: list[Any] = []
+    opened = anyio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with manager.connect(websocket, id="c") as conn, anyio.create_task_group() as tg:
+            tg.start_soon(router.serve, conn)
+            opened.set()
+            results.append(await conn.request("confirm", {"q": "sure?"}, timeout=5))
+            try:
+                await conn.request("confirm", None, timeout=0.1)
+            except RequestFailed as exc:
+                results.append(type(exc).__name__)
+            await conn.close()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    async with websocket_session(app, "/ws") as ws:
+        asked = await ws.receive_json()
+        assert asked["type"] == "confirm" and asked["data"] == {"q": "sure?"}
+        await ws.send_json({"type": "ack", "id": asked["id"], "data": "yes"})
+        assert (await ws.receive_json())["type"] == "confirm"  # left unanswered: times out
+        await ws.receive_close()
+    assert results == ["yes", "RequestFailed"]
+
+
+async def test_pending_requests_are_bounded() -> None:
+    manager = ConnectionManager()
+    outcome: list[str] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with manager.connect(websocket) as conn, anyio.create_task_group() as tg:
+            for _ in range(16):
+                tg.start_soon(partial(conn.request, "q", None, timeout=10.0))
+            await anyio.sleep(0.05)
+            try:
+                await conn.request("q", None, timeout=1)
+            except RequestFailed as exc:
+                outcome.append(str(exc))
+            tg.cancel_scope.cancel()
+
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    async with websocket_session(app, "/ws"):
+        pass
+    assert len(outcome) == 1
+    assert outcome[0].startswith("16 requests already wait for an ack")
+
+
+def test_envelopes_round_trip() -> None:
+    message = envelope("chat", {"text": "hi"}, id="m1", seq=4, ts=1.5)
+    assert message == {"type": "chat", "data": {"text": "hi"}, "id": "m1", "seq": 4, "ts": 1.5}
+    decoded = decode_envelope('{"type": "chat", "data": 1, "id": "m1", "ts": 2}')
+    assert (decoded.type, decoded.data, decoded.id, decoded.ts) == ("chat", 1, "m1", 2)
+
+
+def test_router_registration_is_checked() -> None:
+    router = Router()
+    router.on("a")(make_router()._handlers["boom"][0])
+    with pytest.raises(ValueError, match="already registered"):
+        router.on("a")
+    with pytest.raises(ValueError, match="non-empty"):
+        router.on("")
