@@ -173,3 +173,25 @@ def test_router_registration_is_checked() -> None:
         router.on("a")
     with pytest.raises(ValueError, match="non-empty"):
         router.on("")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_error_paths_on_a_real_server(
+    serve: Any, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    import websockets
+
+    server = serve(routed_app(make_router(), ConnectionManager(max_invalid_frames=20)))
+    async with websockets.connect(f"{server.url}/ws") as ws:
+        for frame, code in [("nope", "invalid_json"), ('{"id": "1"}', "missing_type"),
+                            ('{"type": "x", "id": "2"}', "unknown_type"),
+                            ('{"type": "move", "data": {}, "id": "3"}', "invalid_data"),
+                            ('{"type": "boom", "id": "4"}', "handler_error")]:  # fmt: skip
+            await ws.send(frame)
+            reply = json.loads(await ws.recv())
+            assert (reply["type"], reply["data"]["code"]) == ("error", code)
+        await ws.send(json.dumps({"type": "move", "data": {"x": 1, "y": 2}, "id": "ok"}))
+        assert json.loads(await ws.recv()) == {"type": "ack", "id": "ok", "data": {"sum": 3}}
