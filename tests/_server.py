@@ -34,12 +34,13 @@ class RunningServer:
     """Handle on a uvicorn serving ``app``; ``call`` runs code on the server's loop."""
 
     def __init__(self, app: ASGIApp, *, ws: str = "websockets", sndbuf: int | None = None,
-                 ping_interval: float | None = None, **config: Any) -> None:  # fmt: skip
+                 ping_interval: float | None = None, port: int = 0,
+                 **config: Any) -> None:  # fmt: skip
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if sndbuf is not None:  # inherited by accepted sockets: a small kernel send buffer
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port: int = self.sock.getsockname()[1]
         self.config = uvicorn.Config(
             app, ws=ws, ws_ping_interval=ping_interval, ws_ping_timeout=ping_interval,

@@ -20,6 +20,7 @@ PUBLIC_MODULES = [
     "asgi_rt.metrics",
     "asgi_rt.looplag",
     "asgi_rt.messages",
+    "asgi_rt.client",
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
     "asgi_rt.testing",

@@ -7,6 +7,7 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── ConnectionClosed        the connection is closed; sending to it is pointless (code, reason)
     ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
     ├── RequestFailed           conn.request() got no ack in time, or too many were pending
+    ├── PoolExhausted           ClientPool had no connection to lend in time (or was closed)
     └── ProtocolViolation       the peer broke a limit; the connection was closed with `code`
         ├── MessageTooBig       a frame over max_message_size (1009)
         ├── RateLimitExceeded   the per-connection token bucket ran dry (1008)
@@ -24,6 +25,7 @@ __all__ = [
     "DuplicateConnectionId",
     "InvalidData",
     "MessageTooBig",
+    "PoolExhausted",
     "ProtocolViolation",
     "RateLimitExceeded",
     "RequestFailed",
@@ -69,6 +71,13 @@ class RequestFailed(AsgiRtError):
 
     default_code = 1000
     default_reason = "request failed"
+
+
+class PoolExhausted(AsgiRtError):
+    """A ``ClientPool`` could not lend a connection: timeout, too many waiters, or closed."""
+
+    default_code = 1013
+    default_reason = "no connection available"
 
 
 class ProtocolViolation(AsgiRtError):
