@@ -42,7 +42,10 @@ class EchoClient:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.reactor = Reactor()
-        body = bytes((ord("a") + i % 26) for i in range(cfg.payload))
+        # A valid envelope of cfg.payload bytes, so that the router variant can decode it;
+        # the plain echo variants send it back unchanged all the same.
+        filler = bytes((ord("a") + i % 26) for i in range(max(0, cfg.payload - 25)))
+        body = b'{"type":"echo","data":"' + filler + b'"}'
         self.body = body
         # The same masked frame every time: the mask key does not matter to the server,
         # and masking per frame would cost the client more than the server's echo.

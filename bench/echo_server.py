@@ -29,6 +29,8 @@ listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import sys
 import warnings
@@ -44,7 +46,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-VARIANTS = ("bare", "telemetry_0.01", "telemetry_1.0", "otel_asgi")
+VARIANTS = ("bare", "telemetry_0.01", "telemetry_1.0", "otel_asgi", "router")
 EXTRA_VARIANTS = ("telemetry_0.0", "telemetry_1.0_noproc")
 ROUTE = "/echo"
 
@@ -132,6 +134,27 @@ def telemetry_app(ratio: float, *, processor: bool = True) -> ASGIApp:
     )
 
 
+def router_app() -> ASGIApp:
+    """Echo through ConnectionManager + Router: envelope decoding, validation, dispatch;
+    the handler sends the same envelope back (compact JSON, so byte-identical)."""
+    from asgi_rt import ConnectionManager, Router
+
+    manager, router = ConnectionManager(), Router()
+
+    @router.on("echo")
+    async def echo_handler(conn: Any, data: Any) -> None:
+        await conn.send('{"type":"echo","data":' + json.dumps(data) + "}")
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with manager.connect(websocket) as conn:
+            await router.serve(conn)
+
+    async def stats_endpoint(request: Request) -> JSONResponse:
+        return JSONResponse({"variant": "router", **dataclasses.asdict(manager.stats())})
+
+    return Starlette(routes=[WebSocketRoute(ROUTE, endpoint), Route("/stats", stats_endpoint)])
+
+
 def otel_asgi_app() -> ASGIApp:
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
@@ -149,6 +172,7 @@ def make_app() -> ASGIApp:
         "telemetry_0.01": lambda: telemetry_app(0.01),
         "telemetry_1.0": lambda: telemetry_app(1.0),
         "otel_asgi": otel_asgi_app,
+        "router": router_app,
         "telemetry_0.0": lambda: telemetry_app(0.0),
         "telemetry_1.0_noproc": lambda: telemetry_app(1.0, processor=False),
     }

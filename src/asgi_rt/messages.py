@@ -126,7 +126,8 @@ class Router:
 
     async def serve(self, conn: Connection) -> None:
         """Handle every frame of ``conn`` until it ends; never raises for a bad frame."""
-        async for raw in conn:
+        receive = conn.receive  # not `async for`: two coroutine frames fewer per frame
+        while (raw := await receive()) is not None:
             if not await self.handle(conn, raw):
                 return
 
@@ -147,12 +148,9 @@ class Router:
                                            message.id)  # fmt: skip
         handler, model = entry
         try:
-            data = _validate(model, message.data)
+            data = message.data if model is None else _validate(model, message.data)
         except Exception as exc:  # the model's own validation error, whatever its type
             return await conn.reject_frame("invalid_data", _first_line(exc), message.id)
-        return await self._run(conn, handler, data, message)
-
-    async def _run(self, conn: Connection, handler: Handler, data: Any, message: Envelope) -> bool:
         try:
             result = await handler(conn, data)
         except Exception:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import anyio
+from starlette.types import Message
 from starlette.websockets import WebSocket
 
 from ..exceptions import (
@@ -58,6 +59,7 @@ class Connection:
         "_invalid",
         "_limits",
         "_pending_receive",
+        "_receive",
         "_requests",
         "_sender",
         "_stats",
@@ -88,6 +90,7 @@ class Connection:
         self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
         self._invalid = 0
         self._pending_receive = Interruptible(on_asyncio=on_asyncio)
+        self._receive = _raw_receive(websocket)
         self._swallow_pongs = limits.heartbeat
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
@@ -194,7 +197,7 @@ class Connection:
         with 1008; in both cases this returns ``None``.
         """
         while self._sender.state is not _sender.CLOSED:
-            message = await self._pending_receive.wait(self.websocket.receive)
+            message = await self._pending_receive.wait(self._receive)
             if message is INTERRUPTED:  # the manager closed the connection meanwhile
                 return None
             if message["type"] == "websocket.disconnect":
@@ -332,6 +335,13 @@ def _raw_send(websocket: WebSocket) -> _sender.SendCoroutine:
     """
     send = getattr(websocket, "_send", None)
     return send if callable(send) else websocket.send
+
+
+def _raw_receive(websocket: WebSocket) -> Callable[[], Awaitable[Message]]:
+    """The ASGI ``receive`` under Starlette's ``WebSocket.receive`` (one frame fewer per
+    message); the connection tracks disconnects itself. Falls back to the public method."""
+    receive = getattr(websocket, "_receive", None)
+    return receive if callable(receive) else websocket.receive
 
 
 def _size(data: str | bytes) -> int:
