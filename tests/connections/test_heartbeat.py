@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import anyio
 import pytest
 from prometheus_client import CollectorRegistry
@@ -64,3 +67,33 @@ def test_heartbeat_settings_are_validated() -> None:
         Heartbeat(interval=0)
     with pytest.raises(ValueError, match="idle_timeout"):
         ConnectionManager(idle_timeout=0)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_heartbeat_timeout_on_a_real_server(serve: Any, anyio_backend: str) -> None:
+    import asyncio
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import websockets
+    from starlette.applications import Starlette
+
+    manager = ConnectionManager(heartbeat=Heartbeat(interval=0.1, timeout=0.3))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with manager:  # the sweeper runs on the server's own loop
+            yield
+
+    app = echo_app(manager)
+    app.router.lifespan_context = lifespan
+    server = serve(app, lifespan="on")
+    async with websockets.connect(f"{server.url}/ws") as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "ping"}
+        await ws.send(json.dumps({"type": "pong"}))  # answered once, then silence
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4001, "heartbeat timeout")
