@@ -182,3 +182,10 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     out.write_text(json.dumps(payload, indent=1))
     print(f"wrote {out.relative_to(ROOT)}")
     return out
+
+
+def check(name: str, value: float, op: str, target: float) -> str:
+    """A target line for the report: PASS, FAIL, or n/a when the value is NaN."""
+    ok = value >= target if op == ">=" else value <= target
+    verdict = "n/a " if value != value else ("PASS" if ok else "FAIL")
+    return f"{verdict}  {name}: {value:.2f} (target {op} {target:g})"

@@ -43,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._proc import Server, pin_cpus, run_client, write_json
+from ._proc import Server, check, pin_cpus, run_client, write_json
 
 VARIANTS = ("asgi_rt", "naive", "queue_writer", "socketio")
 WS_IMPLS = ("websockets-sansio", "websockets")  # uvicorn's default first
@@ -324,7 +324,7 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
 
         if a and naive:
             checks.append(
-                _check(
+                check(
                     f"[{ws}] asgi_rt throughput vs naive",
                     ratio(a["msgs_per_s"], naive["msgs_per_s"]),
                     ">=",
@@ -332,13 +332,13 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
                 )
             )
             checks.append(
-                _check(
+                check(
                     f"[{ws}] asgi_rt p99 vs naive", ratio(a["p99_ms"], naive["p99_ms"]), "<=", 1.5
                 )
             )
         if a and s:
             checks.append(
-                _check(
+                check(
                     f"[{ws}] asgi_rt throughput vs socketio",
                     ratio(a["msgs_per_s"], s["msgs_per_s"]),
                     ">=",
@@ -348,7 +348,7 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
         ar = per.get("asgi_rt", {})
         if "stalled" in ar and "baseline" in ar:
             checks.append(
-                _check(
+                check(
                     f"[{ws}] asgi_rt healthy completeness with a stalled peer",
                     ar["stalled"]["completeness"],
                     ">=",
@@ -356,7 +356,7 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
                 )
             )
             checks.append(
-                _check(
+                check(
                     f"[{ws}] asgi_rt p99 with / without the stalled peer",
                     ratio(ar["stalled"]["p99_ms"], ar["baseline"]["p99_ms"]),
                     "<=",
@@ -372,12 +372,6 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
         for line in notes:
             print("  " + line)
     return checks
-
-
-def _check(name: str, value: float, op: str, target: float) -> str:
-    ok = value >= target if op == ">=" else value <= target
-    verdict = "n/a " if value != value else ("PASS" if ok else "FAIL")
-    return f"{verdict}  {name}: {value:.2f} (target {op} {target:g})"
 
 
 def notes_for(summary: dict[str, Any]) -> list[str]:

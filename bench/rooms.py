@@ -74,7 +74,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server, _pinned, run_client, write_json
+from ._proc import OUT_DIR, ROOT, Server, _pinned, check, run_client, write_json
 from ._pyspy import _frame, print_profile, summarize_raw
 from .echo import start_py_spy, stop_py_spy
 
@@ -502,7 +502,7 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
     if rr.get("rounds") and mem.get("rounds"):
         worst = max(rr["a_p99_ms"], rr["b_p99_ms"])
         checks.append(
-            _check(
+            check(
                 "asgi_rt cross-worker p99 (worse of A/B) - single-process memory p99, ms",
                 worst - mem["p99_ms"],
                 "<=",
@@ -512,7 +512,7 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
     if rr.get("rounds") and sio.get("rounds"):
         ratio = rr["msgs_per_s"] / sio["msgs_per_s"] if sio["msgs_per_s"] else float("nan")
         checks.append(
-            _check("asgi_rt cross-worker msgs/s / python-socketio's", ratio, ">=", THROUGHPUT_RATIO)
+            check("asgi_rt cross-worker msgs/s / python-socketio's", ratio, ">=", THROUGHPUT_RATIO)
         )
     if rr.get("rounds"):
         clean = rr["completeness"] >= 1.0 and not any(rr["totals"].values())
@@ -530,12 +530,6 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
         for n in notes:
             print("  " + n)
     return checks
-
-
-def _check(name: str, value: float, op: str, target: float) -> str:
-    ok = value >= target if op == ">=" else value <= target
-    verdict = "n/a " if value != value else ("PASS" if ok else "FAIL")
-    return f"{verdict}  {name}: {value:.2f} (target {op} {target:g})"
 
 
 def notes_for(summary: dict[str, Any]) -> list[str]:

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from ._poll import wait_for
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-    )
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is not installed; `make test` installs Debian's package")
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    return found
+from ._system import require_binary
 
 
 class RedisServer:
     def __init__(self, workdir: Path) -> None:
-        self.binary = redis_binary()
+        self.binary = require_binary("redis-server", "redis-server")
         self.workdir = workdir
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

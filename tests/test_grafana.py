@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from asgi_rt.__main__ import dashboard_json
 
 from ._rawclient import RawClient
 from ._server import RunningServer
+from ._system import require_binary
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -38,17 +37,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _prometheus_binary() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("prometheus is not installed; `make test` installs Debian's package")
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
-    return found
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,7 +45,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
-    binary = _prometheus_binary()
+    binary = require_binary("prometheus", "prometheus")
     procs: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "prometheus.log").open("wb")
 
