@@ -324,3 +324,23 @@ async def test_broadcast_during_the_handshake_skips_the_connection_and_harms_not
             assert conn is not None and conn.state == "open"
             await manager.broadcast("welcome")
             assert await ws.receive_text() == "welcome"
+
+
+async def test_close_all_spreads_closes_over_the_window() -> None:
+    manager = ConnectionManager()
+    app = hold_app(manager)
+    closed_at: list[float] = []
+    async with anyio.create_task_group() as tg:
+
+        async def client(i: int) -> None:
+            async with websocket_session(app, f"/ws?id={i}") as ws:
+                assert await ws.receive_close() == 1001
+                closed_at.append(anyio.current_time())
+
+        for i in range(10):
+            tg.start_soon(client, i)
+        await until(lambda: len(manager) == 10)
+        await manager.close_all(window=0.5)
+    spread = max(closed_at) - min(closed_at)
+    # a lower bound only: a slow machine spreads them more, never less
+    assert spread >= 0.3, f"closes were not spread: {spread:.3f} s"

@@ -235,16 +235,24 @@ class ConnectionManager:
         return delivered
 
     async def close_all(
-        self, code: int = 1001, reason: str = "server shutdown", *, timeout: float = 5.0
-    ) -> None:
+        self, code: int = 1001, reason: str = "server shutdown", *, timeout: float = 5.0,
+        window: float = 0.0,
+    ) -> None:  # fmt: skip
         """Close every connection with ``code`` after draining its queue.
 
-        Connections still draining after ``timeout`` seconds are closed without
-        waiting for their queue (each close frame still gets ``close_timeout``).
+        With ``window`` > 0 the closes are spread evenly over that many seconds (in batches
+        every 50 ms), so that thousands of clients do not all reconnect in the same second;
+        their own backoff jitter spreads them further. Connections still draining
+        ``timeout`` seconds after their close was requested are closed without waiting for
+        their queue (each close frame still gets ``close_timeout``).
         """
         conns = tuple(self._connections.values())
-        for conn in conns:
-            conn._sender.request_close(code, reason, drain=True)
+        batches = max(1, min(len(conns), round(window / 0.05))) if window > 0 else 1
+        for index in range(batches):
+            if index:
+                await anyio.sleep(window / batches)
+            for conn in conns[index::batches]:
+                conn._sender.request_close(code, reason, drain=True)
         with anyio.move_on_after(timeout):
             for conn in conns:
                 await conn.wait_closed()
