@@ -62,6 +62,8 @@ def uvicorn_process() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     if server.poll() is None:
         server.kill()
         server.wait()
+    if server.stderr is not None:
+        server.stderr.close()
 
 
 async def test_sigterm_closes_every_connection_cleanly(
