@@ -55,6 +55,166 @@ def _multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+# attribute, kind, name (after the asgi_rt_ prefix), help, labels, buckets
+_METRICS: tuple[tuple[str, str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
+    ("connections_active", "gauge", "connections_active", "Open WebSockets.", ("route",), ()),
+    (
+        "connections_total",
+        "counter",
+        "connections_total",
+        "Handshakes by outcome (accepted, rejected).",
+        ("route", "outcome"),
+        (),
+    ),
+    (
+        "handshake_duration",
+        "histogram",
+        "handshake_duration_seconds",
+        "Handshake start to accept or denial.",
+        ("route",),
+        TIME_BUCKETS,
+    ),
+    (
+        "connection_duration",
+        "histogram",
+        "connection_duration_seconds",
+        "Accept to close.",
+        ("route",),
+        DURATION_BUCKETS,
+    ),
+    (
+        "disconnects",
+        "counter",
+        "disconnects_total",
+        "Closes by initiator and close code.",
+        ("route", "initiator", "code"),
+        (),
+    ),
+    (
+        "messages",
+        "counter",
+        "messages_total",
+        "Frames (SSE: events) by direction and type.",
+        ("route", "direction", "type"),
+        (),
+    ),
+    (
+        "message_size",
+        "histogram",
+        "message_size_bytes",
+        "Frame payload size.",
+        ("route", "direction"),
+        SIZE_BUCKETS,
+    ),
+    (
+        "message_processing",
+        "histogram",
+        "message_processing_seconds",
+        "A received frame to the app's next receive.",
+        ("route",),
+        TIME_BUCKETS,
+    ),
+    (
+        "send_duration",
+        "histogram",
+        "send_duration_seconds",
+        "Time inside send: transport backpressure.",
+        ("route",),
+        TIME_BUCKETS,
+    ),
+    (
+        "queue_wait",
+        "histogram",
+        "queue_wait_seconds",
+        "Enqueued behind a pending send until written.",
+        (),
+        TIME_BUCKETS,
+    ),
+    ("queue_depth", "gauge", "queue_depth", "Messages queued behind pending sends.", (), ()),
+    (
+        "messages_dropped",
+        "counter",
+        "messages_dropped_total",
+        "Messages dropped by the overflow policy.",
+        ("reason",),
+        (),
+    ),
+    (
+        "slow_consumer_disconnects",
+        "counter",
+        "slow_consumer_disconnects_total",
+        "Connections closed 1013 (queue or send timeout).",
+        (),
+        (),
+    ),
+    (
+        "auth_failures",
+        "counter",
+        "auth_failures_total",
+        "Authentication failures.",
+        ("reason",),
+        (),
+    ),
+    (
+        "handshake_rejections",
+        "counter",
+        "handshake_rejections_total",
+        "Handshakes refused before accept.",
+        ("reason",),
+        (),
+    ),
+    ("rooms_active", "gauge", "rooms_active", "Rooms with a local member.", (), ()),
+    (
+        "backplane_publish",
+        "histogram",
+        "backplane_publish_seconds",
+        "Backplane publish latency.",
+        (),
+        TIME_BUCKETS,
+    ),
+    (
+        "backplane_lag",
+        "histogram",
+        "backplane_lag_seconds",
+        "Publish to local delivery.",
+        (),
+        TIME_BUCKETS,
+    ),
+    (
+        "backplane_listener_up",
+        "gauge",
+        "backplane_listener_up",
+        "1 while the backplane listener is connected.",
+        (),
+        (),
+    ),
+    (
+        "heartbeat_closes",
+        "counter",
+        "heartbeat_closes_total",
+        "Closes by the app-level heartbeat or idle timeout.",
+        ("reason",),
+        (),
+    ),
+    (
+        "event_loop_lag",
+        "histogram",
+        "event_loop_lag_seconds",
+        "How late a periodic timer fired.",
+        (),
+        TIME_BUCKETS,
+    ),
+    (
+        "backplane_reconnects",
+        "counter",
+        "backplane_reconnects_total",
+        "Backplane listener reconnections.",
+        (),
+        (),
+    ),
+)
+
+
 class Metrics:
     """The asgi_rt metric families in one registry.
 
@@ -68,97 +228,41 @@ class Metrics:
         ValueError: the registry already holds asgi_rt metrics (share one ``Metrics``).
     """
 
+    connections_active: Any  # gauge
+    connections_total: Any  # counter
+    handshake_duration: Any  # histogram
+    connection_duration: Any  # histogram
+    disconnects: Any  # counter
+    messages: Any  # counter
+    message_size: Any  # histogram
+    message_processing: Any  # histogram
+    send_duration: Any  # histogram
+    queue_wait: Any  # histogram
+    queue_depth: Any  # gauge
+    messages_dropped: Any  # counter
+    slow_consumer_disconnects: Any  # counter
+    auth_failures: Any  # counter
+    handshake_rejections: Any  # counter
+    rooms_active: Any  # gauge
+    backplane_publish: Any  # histogram
+    backplane_lag: Any  # histogram
+    backplane_listener_up: Any  # gauge
+    heartbeat_closes: Any  # counter
+    event_loop_lag: Any  # histogram
+    backplane_reconnects: Any  # counter
+
     def __init__(
         self, registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
-        f = Families(self.registry, multiprocess=self.multiprocess)
-        p = "asgi_rt_"
-        self.connections_active = f.gauge(p + "connections_active", "Open WebSockets.", ["route"])
-        self.connections_total = f.counter(
-            p + "connections_total",
-            "Handshakes by outcome (accepted, rejected).",
-            ["route", "outcome"],
-        )
-        self.handshake_duration = f.histogram(
-            p + "handshake_duration_seconds",
-            "Handshake start to accept or denial.",
-            ["route"],
-            TIME_BUCKETS,
-        )
-        self.connection_duration = f.histogram(
-            p + "connection_duration_seconds", "Accept to close.", ["route"], DURATION_BUCKETS
-        )
-        self.disconnects = f.counter(
-            p + "disconnects_total",
-            "Closes by initiator and close code.",
-            ["route", "initiator", "code"],
-        )
-        self.messages = f.counter(
-            p + "messages_total",
-            "Frames (SSE: events) by direction and type.",
-            ["route", "direction", "type"],
-        )
-        self.message_size = f.histogram(
-            p + "message_size_bytes", "Frame payload size.", ["route", "direction"], SIZE_BUCKETS
-        )
-        self.message_processing = f.histogram(
-            p + "message_processing_seconds",
-            "A received frame to the app's next receive.",
-            ["route"],
-            TIME_BUCKETS,
-        )
-        self.send_duration = f.histogram(
-            p + "send_duration_seconds",
-            "Time inside send: transport backpressure.",
-            ["route"],
-            TIME_BUCKETS,
-        )
-        self.queue_wait = f.histogram(
-            p + "queue_wait_seconds",
-            "Enqueued behind a pending send until written.",
-            [],
-            TIME_BUCKETS,
-        )
-        self.queue_depth = f.gauge(p + "queue_depth", "Messages queued behind pending sends.", [])
-        self.messages_dropped = f.counter(
-            p + "messages_dropped_total", "Messages dropped by the overflow policy.", ["reason"]
-        )
-        self.slow_consumer_disconnects = f.counter(
-            p + "slow_consumer_disconnects_total",
-            "Connections closed 1013 (queue or send timeout).",
-            [],
-        )
-        self.auth_failures = f.counter(
-            p + "auth_failures_total", "Authentication failures.", ["reason"]
-        )
-        self.handshake_rejections = f.counter(
-            p + "handshake_rejections_total", "Handshakes refused before accept.", ["reason"]
-        )
-        self.rooms_active = f.gauge(p + "rooms_active", "Rooms with a local member.", [])
-        self.backplane_publish = f.histogram(
-            p + "backplane_publish_seconds", "Backplane publish latency.", [], TIME_BUCKETS
-        )
-        self.backplane_lag = f.histogram(
-            p + "backplane_lag_seconds", "Publish to local delivery.", [], TIME_BUCKETS
-        )
-        self.backplane_listener_up = f.gauge(
-            p + "backplane_listener_up", "1 while the backplane listener is connected.", []
-        )
-        self.heartbeat_closes = f.counter(
-            p + "heartbeat_closes_total",
-            "Closes by the app-level heartbeat or idle timeout.",
-            ["reason"],
-        )
-        self.event_loop_lag = f.histogram(
-            p + "event_loop_lag_seconds", "How late a periodic timer fired.", [], TIME_BUCKETS
-        )
-        self.backplane_reconnects = f.counter(
-            p + "backplane_reconnects_total", "Backplane listener reconnections.", []
-        )
+        families = Families(self.registry, multiprocess=self.multiprocess)
+        for attribute, kind, name, doc, labels, buckets in _METRICS:
+            make = getattr(families, kind)
+            extra = (buckets,) if kind == "histogram" else ()
+            setattr(self, attribute, make("asgi_rt_" + name, doc, list(labels), *extra))
         self._managers: weakref.WeakSet[Any] = weakref.WeakSet()
-        f.register()
+        families.register()
 
     def watch(self, manager: Any) -> None:
         """Export a ConnectionManager's queue depth, drops and slow-consumer closes.
