@@ -160,18 +160,7 @@ class ConnectionManager:
         Raises:
             DuplicateConnectionId: ``id`` is already registered (the socket is not accepted).
         """
-        if (self._heartbeat or self._idle_timeout) and not self._running:
-            raise RuntimeError(
-                "heartbeat and idle_timeout need the manager running: "
-                "'async with manager:' in the app's lifespan"
-            )
-        conn_id = self._reserve(id)
-        try:  # registered only once accepted: a broadcast must never race the handshake
-            if websocket.application_state is WebSocketState.CONNECTING:
-                await websocket.accept(subprotocol=subprotocol, headers=headers)
-            conn = self._register(websocket, conn_id, meta)
-        finally:
-            self._reserved.discard(conn_id)
+        conn = await self._admit(websocket, id, subprotocol, headers, meta)
         try:
             failure = None
             async with anyio.create_task_group() as tg:
@@ -282,6 +271,25 @@ class ConnectionManager:
         if self._heartbeat is None and self._idle_timeout is None:
             return []
         return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
+
+    async def _admit(
+        self, websocket: WebSocket, id: str | None, subprotocol: str | None,
+        headers: Iterable[tuple[bytes, bytes]] | None, meta: dict[str, Any],
+    ) -> Connection:  # fmt: skip
+        """Accept and register; registered only once accepted, so that a broadcast never
+        races the handshake."""
+        if (self._heartbeat or self._idle_timeout) and not self._running:
+            raise RuntimeError(
+                "heartbeat and idle_timeout need the manager running: "
+                "'async with manager:' in the app's lifespan"
+            )
+        conn_id = self._reserve(id)
+        try:
+            if websocket.application_state is WebSocketState.CONNECTING:
+                await websocket.accept(subprotocol=subprotocol, headers=headers)
+            return self._register(websocket, conn_id, meta)
+        finally:
+            self._reserved.discard(conn_id)
 
     def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id
