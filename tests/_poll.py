@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -26,3 +26,15 @@ async def await_for(
             await anyio.sleep(interval)  # poll interval, bounded by the deadline scope
     if scope.cancelled_caught:
         raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+async def await_true(
+    probe: Callable[[], Awaitable[bool]], timeout: float = 30.0, what: str = "",
+    interval: float = 0.1,
+) -> None:  # fmt: skip
+    """``await_for`` for a condition that takes I/O to check (an HTTP probe, say)."""
+    with anyio.move_on_after(timeout) as scope:
+        while not await probe():
+            await anyio.sleep(interval)  # poll interval, bounded by the deadline scope
+    if scope.cancelled_caught:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what or probe}")

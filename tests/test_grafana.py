@@ -22,6 +22,7 @@ import websockets
 
 from asgi_rt.__main__ import dashboard_json
 
+from ._poll import await_true
 from ._rawclient import RawClient
 from ._server import RunningServer
 from ._system import require_binary
@@ -74,15 +75,14 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
 async def _wait(
     client: httpx.AsyncClient, url: str, check: Callable[[Any], bool], what: str
 ) -> None:
-    for _ in range(300):
+    async def probe() -> bool:
         try:
             response = await client.get(url)
-            if response.status_code == 200 and check(response):
-                return
         except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+            return False
+        return response.status_code == 200 and check(response)
+
+    await await_true(probe, 30, what)
 
 
 async def _login(url: str, token: str) -> websockets.ClientConnection:

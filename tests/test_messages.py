@@ -18,6 +18,8 @@ from asgi_rt import Connection, ConnectionManager, RequestFailed
 from asgi_rt.messages import Router, decode_envelope, envelope
 from asgi_rt.testing import WebSocketSession, websocket_session
 
+from ._poll import await_for
+
 pytestmark = pytest.mark.anyio
 
 
@@ -145,7 +147,9 @@ async def test_pending_requests_are_bounded() -> None:
         async with manager.connect(websocket) as conn, anyio.create_task_group() as tg:
             for _ in range(16):
                 tg.start_soon(partial(conn.request, "q", None, timeout=10.0))
-            await anyio.sleep(0.05)
+            await await_for(
+                lambda: conn._requests is not None and len(conn._requests._waiting) == 16
+            )
             try:
                 await conn.request("q", None, timeout=1)
             except RequestFailed as exc:

@@ -48,7 +48,7 @@ async def test_waiters_are_bounded_in_time_and_number(serve: Callable[..., Runni
     async with ClientPool(f"{server.url}/ws", size=1, acquire_timeout=0.2, max_waiters=1) as pool:
         async with pool.connection():
             waiter = asyncio.ensure_future(_echo(pool, "late"))
-            await asyncio.sleep(0.05)
+            await await_for(lambda: pool._waiting == 1, what="the first waiter")
             with pytest.raises(PoolExhausted, match="already wait"):
                 await _echo(pool, "one too many")
             with pytest.raises(PoolExhausted, match="no free connection"):

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import anyio.lowlevel
 import pytest
 import websockets
 
@@ -42,7 +43,7 @@ async def _broadcast_series(
     async def run() -> None:
         for n in range(count):
             await manager.broadcast({"n": n, "pad": PAYLOAD}, key=key_of(n))
-            await asyncio.sleep(0)  # let transports flush, as a real publisher would
+            await anyio.lowlevel.checkpoint()  # let transports flush, as a real publisher would
 
     await server.acall(run, timeout=30)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import anyio.lowlevel
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
@@ -97,7 +98,7 @@ async def test_resets_mid_send_leave_no_connection_and_no_task(
     async def flood() -> None:
         for _ in range(300):
             await manager.broadcast("y" * 2000)
-            await asyncio.sleep(0)
+            await anyio.lowlevel.checkpoint()  # yield, as a real publisher would
 
     flooding = asyncio.ensure_future(server.acall(flood, timeout=30))
     await await_for(lambda: manager.stats().queued > 0, what="sends blocked on stalled peers")
