@@ -7,16 +7,14 @@ import subprocess
 from pathlib import Path
 
 from ._poll import wait_for
-from ._system import require_binary
+from ._system import free_port, require_binary
 
 
 class RedisServer:
     def __init__(self, workdir: Path) -> None:
         self.binary = require_binary("redis-server", "redis-server")
         self.workdir = workdir
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

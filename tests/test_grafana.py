@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from asgi_rt.__main__ import dashboard_json
 from ._poll import await_true
 from ._rawclient import RawClient
 from ._server import RunningServer
-from ._system import require_binary
+from ._system import free_port, require_binary
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -36,12 +35,6 @@ NOT_YET_FED = {"Backplane lag p99", "Backplane listener up"}
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[int], str]]:
             "scrape_configs:\n  - job_name: example\n"
             f"    static_configs:\n      - targets: ['127.0.0.1:{target_port}']\n"
         )
-        port = _free_port()
+        port = free_port()
         procs.append(subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,9 +16,9 @@ from asgi_rt.backends.redis import RedisBackend
 
 from .._redis import RedisServer
 from .._server import await_for
+from .._system import free_port, listening, spawn_uvicorn
 
 pytestmark = pytest.mark.anyio
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -102,35 +98,19 @@ async def test_an_output_buffer_kill_is_detected_and_recovered(redis_server: Red
     await admin.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def two_workers(redis_server: RedisServer) -> Iterator[list[int]]:
-    ports, procs = [_free_port(), _free_port()], []
+    ports = [free_port(), free_port()]
     env = {"ASGI_RT_TEST_BACKEND": redis_server.url, "PATH": ""}
-    for port in ports:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests._rooms_app:app", "--port", str(port),
-             "--host", "127.0.0.1", "--log-level", "warning"],
-            cwd=ROOT, env=env,
-        ))  # fmt: skip
+    procs = [spawn_uvicorn("tests._rooms_app:app", port, env=env) for port in ports]
     yield ports
     for proc in procs:
         proc.terminate()
         proc.wait(10)
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 async def _connect(port: int, room: str) -> websockets.ClientConnection:
-    await await_for(lambda: _listening(port), 20, f"the worker on {port}")
+    await await_for(lambda: listening(port), 20, f"the worker on {port}")
     ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/{room}", max_queue=None)
     assert json.loads(await ws.recv()) == {"type": "joined"}
     return ws

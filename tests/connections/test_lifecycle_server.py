@@ -9,12 +9,12 @@ from collections.abc import Callable
 import anyio.lowlevel
 import pytest
 import websockets
-from websockets.exceptions import ConnectionClosed
 
 from asgi_rt import ConnectionManager, RateLimit
 
 from .._rawclient import RawClient
 from .._server import RunningServer, await_for
+from .._system import close_of
 from ..apps import echo_app, listen_app
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.server]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def _closed_with(ws: websockets.ClientConnection) -> tuple[int | None, str | None]:
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(ws.recv(), 10)
-    rcvd = info.value.rcvd
-    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, None)
 
 
 @pytest.mark.parametrize("ws_impl", ["websockets", "websockets-sansio", "wsproto"])
@@ -43,7 +35,7 @@ async def test_oversize_frame_closes_1009_on_the_wire(
         await ws.send("a" * 1024)
         assert await ws.recv() == "a" * 1024
         await ws.send("a" * 1025)
-        assert await _closed_with(ws) == (1009, "message too big")
+        assert await close_of(ws) == (1009, "message too big")
     await await_for(lambda: len(manager) == 0)
 
 
@@ -53,7 +45,7 @@ async def test_rate_limit_closes_1008_on_the_wire(serve: Callable[..., RunningSe
     async with websockets.connect(f"{server.url}/ws") as ws:
         for i in range(20):
             await ws.send(str(i))
-        code, reason = await _closed_with(ws)
+        code, reason = await close_of(ws)
     assert (code, reason) == (1008, "rate limit exceeded")
     assert manager.stats().rate_limit_closes == 1
 
@@ -78,7 +70,7 @@ async def test_close_all_sends_1001_to_every_client(serve: Callable[..., Running
     clients = [await websockets.connect(f"{server.url}/ws") for _ in range(20)]
     await await_for(lambda: len(manager) == 20)
     await server.acall(manager.close_all)
-    results = await asyncio.gather(*(_closed_with(ws) for ws in clients))
+    results = await asyncio.gather(*(close_of(ws) for ws in clients))
     assert results == [(1001, "server shutdown")] * 20
     await await_for(lambda: len(manager) == 0)
 
@@ -118,6 +110,6 @@ async def test_server_shutdown_cancels_handlers_cleanly(
     clients = [await websockets.connect(f"{server.url}/ws") for _ in range(5)]
     await await_for(lambda: len(manager) == 5)
     await asyncio.get_running_loop().run_in_executor(None, server.stop)
-    codes = await asyncio.gather(*(_closed_with(ws) for ws in clients))
+    codes = await asyncio.gather(*(close_of(ws) for ws in clients))
     assert {code for code, _ in codes} <= {1001, 1012}
     assert len(manager) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import resource
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -16,12 +15,12 @@ import websockets
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
-from websockets.exceptions import ConnectionClosed
 
 from asgi_rt import Authenticated, FirstMessageAuthMiddleware, HandshakeMiddleware
 
 from .._rawclient import RawClient, close_code
 from .._server import RunningServer, await_for
+from .._system import close_of, raise_open_files
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -62,14 +61,6 @@ class AuthApp:
         inner = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
         options = {"authenticate": authenticate, "timeout": 1.0, "stats": self.stats, **options}
         self.app = FirstMessageAuthMiddleware(inner, **options)
-
-
-async def _closed(ws: websockets.ClientConnection) -> tuple[int | None, str | None]:
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(ws.recv(), 10)
-    rcvd = info.value.rcvd
-    return (rcvd.code, rcvd.reason) if rcvd else (None, None)
 
 
 async def _login(ws: websockets.ClientConnection, token: str) -> None:
@@ -116,7 +107,7 @@ async def test_bad_first_frames_close_and_the_app_never_runs(
     server = serve(auth.app, ws=ws_impl)
     async with websockets.connect(f"{server.url}/ws") as ws:
         await ws.send(frame)
-        assert await _closed(ws) == (code, reason)
+        assert await close_of(ws) == (code, reason)
     assert auth.invocations == 0
     assert auth.stats == Counter({counted: 1})
 
@@ -133,7 +124,7 @@ async def test_authenticate_raising_is_logged_without_the_token_and_others_carry
         await _login(fine, "good-token")
         with caplog.at_level(logging.ERROR, logger="asgi_rt.auth"):
             await broken.send(json.dumps({"type": "auth", "token": "explode-secret-123"}))
-            assert await _closed(broken) == (1008, "auth failed")
+            assert await close_of(broken) == (1008, "auth failed")
         await fine.send("still here")
         assert await fine.recv() == "ada:still here"
     assert any("authenticate raised" in r.getMessage() for r in caplog.records)
@@ -149,7 +140,7 @@ async def test_timeout_closes_at_the_timeout_and_not_before(
     server = serve(auth.app, ws=ws_impl)
     async with websockets.connect(f"{server.url}/ws") as ws:
         started = time.monotonic()
-        assert await _closed(ws) == (1008, "auth timeout")
+        assert await close_of(ws) == (1008, "auth timeout")
         elapsed = time.monotonic() - started
     assert 0.45 <= elapsed < 2.0, elapsed  # generous upper bound: shared 2-core machines
     assert auth.stats == Counter(timeout=1)
@@ -180,7 +171,7 @@ async def test_refresh_before_expiry_keeps_the_connection_then_expiry_closes_100
         await asyncio.sleep(0.8)  # past the first expiry: still open thanks to the refresh
         await ws.send("alive")
         assert await ws.recv() == "fresh-token:alive"
-        assert await _closed(ws) == (1008, "token expired")
+        assert await close_of(ws) == (1008, "token expired")
     assert auth.stats == Counter(expired=1)
     assert auth.invocations == 1
 
@@ -227,8 +218,7 @@ async def test_five_hundred_silent_connections_are_all_released(
     serve: Callable[..., RunningServer],
     ws_impl: str,
 ) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    raise_open_files(4096)
     auth = AuthApp(timeout=0.5)
     guarded = HandshakeMiddleware(auth.app, allowed_origins=["*"], allow_missing_origin=True)
     server = serve(guarded, ws=ws_impl, backlog=1024)
