@@ -155,11 +155,10 @@ class Router:
             result = await handler(conn, data)
         except Exception:
             logger.exception("handler for %r raised", message.type)
-            frame = {"code": "handler_error", "message": f"the {message.type!r} handler failed"}
-            await _send(conn, {"type": "error", "data": frame, "id": message.id})
-            return True
-        if message.id is not None:
-            await _send(conn, {"type": "ack", "id": message.id, "data": result})
+            text = f"the {message.type!r} handler failed"
+            return await conn.reject_frame("handler_error", text, message.id, invalid=False)
+        if message.id is not None and conn.state == "open":
+            await conn.send({"type": "ack", "id": message.id, "data": result})
         return True
 
 
@@ -177,10 +176,3 @@ def _validate(model: Any, data: Any) -> Any:
 def _first_line(exc: Exception) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-async def _send(conn: Connection, frame: dict[str, Any]) -> None:
-    if frame.get("id") is None:
-        frame.pop("id", None)
-    if conn.state == "open":
-        await conn.send(frame)

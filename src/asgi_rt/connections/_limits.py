@@ -25,6 +25,7 @@ class Limits:
     dumps: Dumps
     queue_wait: Any = None  # a bound histogram child (observe(seconds)), when metrics are on
     heartbeat: bool = False  # whether {"type":"pong"} frames are swallowed
+    track_activity: bool = False  # whether each frame's arrival time is kept (heartbeat, idle)
     max_pending_requests: int = 16  # conn.request() calls waiting for an ack at once
 
     def __post_init__(self) -> None:

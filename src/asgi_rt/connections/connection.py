@@ -64,6 +64,7 @@ class Connection:
         "_sender",
         "_stats",
         "_swallow_pongs",
+        "_track_activity",
         "id",
         "last_seen",
         "meta",
@@ -92,6 +93,7 @@ class Connection:
         self._pending_receive = Interruptible(on_asyncio=on_asyncio)
         self._receive = _raw_receive(websocket)
         self._swallow_pongs = limits.heartbeat
+        self._track_activity = limits.track_activity
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
         self._requests: PendingRequests | None = None  # made by the first request()
@@ -206,7 +208,8 @@ class Connection:
             data: str | bytes | None = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
-            self.last_seen = time.monotonic()
+            if self._track_activity:
+                self.last_seen = time.monotonic()
             if self._swallow_pongs and is_pong(data):
                 continue  # a heartbeat answer is not the app's business
             return await self._check(data)
@@ -260,18 +263,24 @@ class Connection:
             return None
         return data
 
-    async def reject_frame(self, code: str, message: str, id: Any = None) -> bool:
-        """Answer a bad frame with ``{"type": "error", "data": {"code", "message"}, "id"}``.
+    async def reject_frame(
+        self, code: str, message: str, id: Any = None, *, invalid: bool = True
+    ) -> bool:
+        """Answer a frame with ``{"type": "error", "data": {"code", "message"}, "id"}``.
 
-        Every call counts towards ``max_invalid_frames``; at that many the connection is
-        closed with 1007 instead.
+        A frame that was ``invalid`` (the default) counts towards ``max_invalid_frames``;
+        at that many the connection is closed with 1007 instead. A valid frame whose
+        handling failed (``invalid=False``) is answered without counting.
 
         Returns:
             ``False`` once the connection has been closed for it.
         """
-        self._stats.invalid_frames += 1
-        self._invalid += 1
-        if self._invalid >= self._limits.max_invalid_frames:
+        if self._sender.state is not _sender.OPEN:
+            return False
+        if invalid:
+            self._stats.invalid_frames += 1
+            self._invalid += 1
+        if invalid and self._invalid >= self._limits.max_invalid_frames:
             await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False

@@ -101,6 +101,7 @@ class ConnectionManager:
             max_invalid_frames=max_invalid_frames, dumps=dumps,
             queue_wait=None if metrics is None else metrics.queue_wait.labels(),
             heartbeat=heartbeat is not None,
+            track_activity=heartbeat is not None or idle_timeout is not None,
         )  # fmt: skip
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}")
