@@ -189,3 +189,14 @@ def check(name: str, value: float, op: str, target: float) -> str:
     ok = value >= target if op == ">=" else value <= target
     verdict = "n/a " if value != value else ("PASS" if ok else "FAIL")
     return f"{verdict}  {name}: {value:.2f} (target {op} {target:g})"
+
+
+def print_targets(checks: list[str], notes: list[str], heading: str = "") -> None:
+    """Print the target lines and any notes, the same way in every benchmark."""
+    print(f"\nTargets{heading} (reported, not tuned for):")
+    for line in checks:
+        print("  " + line)
+    if notes:
+        print("\nNotes:")
+        for line in notes:
+            print("  " + line)

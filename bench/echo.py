@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server, check, pin_cpus, run_client, write_json
+from ._proc import OUT_DIR, ROOT, Server, check, pin_cpus, print_targets, run_client, write_json
 from ._pyspy import print_profile, summarize_raw
 from .echo_server import EXTRA_VARIANTS, VARIANTS
 
@@ -303,14 +303,7 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
                 got = per[variant]["thr_vs_bare"]
                 checks.append(f"info  [{ws}] {variant} throughput vs bare: {fmt(got)} "
                               f"(PERF-NOTES: ~{expected:g}, legacy websockets)")  # fmt: skip
-    print("\nTargets (reported, not tuned for):")
-    for line in checks:
-        print("  " + line)
-    notes = notes_for(summary)
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print("  " + line)
+    print_targets(checks, notes_for(summary))
     return checks
 
 

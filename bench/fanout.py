@@ -43,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._proc import Server, check, pin_cpus, run_client, write_json
+from ._proc import Server, check, pin_cpus, print_targets, run_client, write_json
 
 VARIANTS = ("asgi_rt", "naive", "queue_writer", "socketio")
 WS_IMPLS = ("websockets-sansio", "websockets")  # uvicorn's default first
@@ -363,14 +363,7 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
                     1.5,
                 )
             )
-    print("\nTargets (reported, not tuned for):")
-    for line in checks:
-        print("  " + line)
-    notes = notes_for(summary)
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print("  " + line)
+    print_targets(checks, notes_for(summary))
     return checks
 
 

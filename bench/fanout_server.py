@@ -55,6 +55,20 @@ class Counters:
     def as_dict(self) -> dict[str, Any]:
         return {"broadcasts_started": self.started, "broadcasts_done": self.done}
 
+    def publisher(
+        self, publish: Callable[[str], Awaitable[object]]
+    ) -> Callable[[WebSocket], Awaitable[None]]:
+        """The ``/pub`` endpoint: every text frame is published, counted before and after."""
+
+        async def endpoint(websocket: WebSocket) -> None:
+            await websocket.accept()
+            async for text in websocket.iter_text():
+                self.started += 1
+                await publish(text)
+                self.done += 1
+
+        return endpoint
+
 
 def _stats_route(stats: StatsFn) -> Route:
     async def endpoint(request: Request) -> JSONResponse:
@@ -77,12 +91,7 @@ def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
             async for _ in conn:
                 pass
 
-    async def publisher(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for text in websocket.iter_text():
-            counters.started += 1
-            await manager.broadcast(text)
-            counters.done += 1
+    publisher = counters.publisher(manager.broadcast)
 
     def stats() -> dict[str, Any]:
         conns = list(manager)
@@ -205,12 +214,10 @@ def queue_writer_app() -> Starlette:
             clients.pop(websocket, None)
             task.cancel()
 
-    async def publisher(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for text in websocket.iter_text():
-            counters.started += 1
-            broadcast(text)
-            counters.done += 1
+    async def publish(text: str) -> None:
+        broadcast(text)
+
+    publisher = counters.publisher(publish)
 
     def stats() -> dict[str, Any]:
         return {

@@ -74,7 +74,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server, _pinned, check, run_client, write_json
+from ._proc import OUT_DIR, ROOT, Server, _pinned, check, print_targets, run_client, write_json
 from ._pyspy import _frame, print_profile, summarize_raw
 from .echo import start_py_spy, stop_py_spy
 
@@ -521,14 +521,7 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
             f"in order, room seq consistent (completeness {rr['completeness'] * 100:.1f}%, "
             f"{rr['totals']})"
         )
-    print(f"\nTargets, pin={pin} (reported, not tuned for):")
-    for c in checks:
-        print("  " + c)
-    notes = notes_for(summary)
-    if notes:
-        print("\nNotes:")
-        for n in notes:
-            print("  " + n)
+    print_targets(checks, notes_for(summary), f", pin={pin}")
     return checks
 
 

@@ -60,12 +60,7 @@ def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
             async for _ in conn:
                 pass
 
-    async def publisher(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for text in websocket.iter_text():
-            counters.started += 1
-            await rooms.publish(room, text)
-            counters.done += 1
+    publisher = counters.publisher(lambda text: rooms.publish(room, text))
 
     def stats() -> dict[str, Any]:
         conns = list(rooms)
@@ -140,12 +135,7 @@ def handrolled_redis_app(url: str, room: str) -> Starlette:
         finally:
             conns.discard(websocket)
 
-    async def publisher(websocket: WebSocket) -> None:
-        await websocket.accept()
-        async for text in websocket.iter_text():
-            counters.started += 1
-            await client.publish(channel, text)
-            counters.done += 1
+    publisher = counters.publisher(lambda text: client.publish(channel, text))
 
     def stats() -> dict[str, Any]:
         return {"connections": len(conns), "listener_up": subscribed.is_set(), **counters.as_dict()}
