@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
@@ -47,9 +46,6 @@ class AuthInfo:
     method: str
     expires_at: float | None = None
     token: str = field(default="", repr=False)
-
-    def seconds_left(self) -> float | None:
-        return None if self.expires_at is None else self.expires_at - time.time()
 
 
 @dataclass(frozen=True, slots=True)
