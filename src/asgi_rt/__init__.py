@@ -31,6 +31,7 @@ from .middleware import (
     HandshakeMiddleware,
     TelemetryMiddleware,
 )
+from .sse import EventStreamResponse
 
 __all__ = [
     "AsgiRtError",
@@ -40,6 +41,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionManager",
     "DuplicateConnectionId",
+    "EventStreamResponse",
     "FirstMessageAuthMiddleware",
     "HandshakeMiddleware",
     "Heartbeat",

@@ -48,9 +48,9 @@ class Sender:
     """Owns one connection's outbound path. Created and run by ``Connection``."""
 
     __slots__ = (
-        "_busy", "_close", "_close_sent", "_closed_event", "_inline", "_limits", "_on_closed",
-        "_outbox", "_pending", "_send", "_send_control", "_send_scope", "_stats",
-        "_task_group", "_writing", "peer_gone", "state",
+        "_busy", "_close", "_close_sent", "_closed_event", "_flushed_event", "_inline",
+        "_limits", "_on_closed", "_outbox", "_pending", "_send", "_send_control", "_send_scope",
+        "_stats", "_task_group", "_writing", "peer_gone", "state",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +80,7 @@ class Sender:
         self._task_group: TaskGroup | None = None
         self._writing = False
         self._closed_event: anyio.Event | None = None  # made only if someone waits
+        self._flushed_event: anyio.Event | None = None  # likewise
         self.peer_gone = False
         self.state = OPEN
 
@@ -154,6 +155,19 @@ class Sender:
             self._closed_event = anyio.Event()
         await self._closed_event.wait()
 
+    async def wait_flushed(self) -> None:
+        """Return once nothing is in flight or queued (or the connection is closed)."""
+        while self._busy and self.state is not CLOSED:
+            if self._flushed_event is None:
+                self._flushed_event = anyio.Event()
+            await self._flushed_event.wait()
+
+    def _flushed(self) -> None:
+        self._busy = False
+        if self._flushed_event is not None:
+            self._flushed_event.set()
+            self._flushed_event = None
+
     def _start_writer(self) -> None:
         if not self._writing and self._task_group is not None and self.state is not CLOSED:
             self._writing = True
@@ -197,6 +211,7 @@ class Sender:
         self._stats.discarded_on_close += self._outbox.clear()
         if self._closed_event is not None:
             self._closed_event.set()
+        self._flushed()
         self._on_closed()
 
     async def _flush(self) -> None:
@@ -207,7 +222,7 @@ class Sender:
         while self._close is None or self._close.drain:
             message = self._outbox.pop()
             if message is None:
-                self._busy = False
+                self._flushed()
                 return
             if not await self._await_send(self._send(message)):
                 return

@@ -9,7 +9,6 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 from starlette.types import Message
-from starlette.websockets import WebSocket
 
 from ..exceptions import (
     ConnectionClosed,
@@ -24,6 +23,7 @@ from ._encode import encode
 from ._interrupt import INTERRUPTED, Interruptible
 from ._limits import Limits
 from ._requests import PendingRequests
+from ._transport import Transport
 from .heartbeat import is_pong
 from .ratelimit import TokenBucket
 from .stats import ManagerStats
@@ -50,7 +50,9 @@ class Connection:
     Attributes:
         id: the id the connection is registered under.
         meta: the keyword arguments given to ``connect``, for the application's use.
-        websocket: the underlying Starlette ``WebSocket``.
+        websocket: the underlying Starlette ``WebSocket`` (for an SSE subscriber, the event
+            stream that stands in for it).
+        kind: ``"websocket"`` or ``"sse"`` (an SSE subscriber only receives).
     """
 
     __slots__ = (
@@ -66,6 +68,7 @@ class Connection:
         "_swallow_pongs",
         "_track_activity",
         "id",
+        "kind",
         "last_seen",
         "meta",
         "ping_sent_at",
@@ -74,7 +77,7 @@ class Connection:
 
     def __init__(
         self,
-        websocket: WebSocket,
+        websocket: Transport,
         *,
         id: str,
         meta: dict[str, Any],
@@ -86,6 +89,7 @@ class Connection:
         self.id = id
         self.meta = meta
         self.websocket = websocket
+        self.kind: str = getattr(websocket, "kind", "websocket")
         self._limits = limits
         self._stats = stats
         self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
@@ -191,6 +195,14 @@ class Connection:
     async def wait_closed(self) -> None:
         """Return once the connection is closed (by either side)."""
         await self._sender.wait_closed()
+
+    async def wait_flushed(self) -> None:
+        """Return once every message sent so far has been written (or the connection closed).
+
+        ``send`` never waits; a producer that should go at its reader's pace instead of
+        filling the queue (a per-client token stream, say) awaits this between messages.
+        """
+        await self._sender.wait_flushed()
 
     async def receive(self) -> str | bytes | None:
         """Return the next frame's payload, or ``None`` once the connection has ended.
@@ -334,7 +346,7 @@ class _Frames(Generic[T]):
         return value
 
 
-def _raw_send(websocket: WebSocket) -> _sender.SendCoroutine:
+def _raw_send(websocket: Transport) -> _sender.SendCoroutine:
     """The ASGI ``send`` under Starlette's ``WebSocket.send``, when it is reachable.
 
     Starlette's wrapper adds a coroutine frame and state checks per frame; data frames
@@ -346,7 +358,7 @@ def _raw_send(websocket: WebSocket) -> _sender.SendCoroutine:
     return send if callable(send) else websocket.send
 
 
-def _raw_receive(websocket: WebSocket) -> Callable[[], Awaitable[Message]]:
+def _raw_receive(websocket: Transport) -> Callable[[], Awaitable[Message]]:
     """The ASGI ``receive`` under Starlette's ``WebSocket.receive`` (one frame fewer per
     message); the connection tracks disconnects itself. Falls back to the public method."""
     receive = getattr(websocket, "_receive", None)

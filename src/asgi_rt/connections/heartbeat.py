@@ -69,8 +69,8 @@ def is_pong(data: str | bytes) -> bool:
 
 
 def sweep(conn: Connection, now: float, heartbeat: Heartbeat | None, idle: float | None) -> None:
-    if conn.state != "open":
-        return
+    if conn.state != "open" or conn.kind != "websocket":
+        return  # an SSE subscriber cannot answer; its stream has its own heartbeat comments
     if idle is not None and now - conn.last_seen > idle:
         conn._stats.idle_timeouts += 1
         conn._sender.request_close(*IDLE_CLOSE, drain=False)

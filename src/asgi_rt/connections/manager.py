@@ -27,6 +27,7 @@ from .._background import Background
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
 from ._limits import Limits
+from ._transport import Transport
 from .backpressure import Overflow
 from .connection import Connection
 from .heartbeat import Heartbeat, sweep_forever
@@ -141,7 +142,7 @@ class ConnectionManager:
     @asynccontextmanager
     async def connect(
         self,
-        websocket: WebSocket,
+        websocket: WebSocket | Transport,
         *,
         id: str | None = None,
         subprotocol: str | None = None,
@@ -274,7 +275,7 @@ class ConnectionManager:
         return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
 
     async def _admit(
-        self, websocket: WebSocket, id: str | None, subprotocol: str | None,
+        self, websocket: Transport, id: str | None, subprotocol: str | None,
         headers: Iterable[tuple[bytes, bytes]] | None, meta: dict[str, Any],
     ) -> Connection:  # fmt: skip
         """Accept and register; registered only once accepted, so that a broadcast never
@@ -299,7 +300,7 @@ class ConnectionManager:
         self._reserved.add(conn_id)
         return conn_id
 
-    def _register(self, websocket: WebSocket, conn_id: str, meta: dict[str, Any]) -> Connection:
+    def _register(self, websocket: Transport, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
             websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
             inline=self._use_inline(), on_asyncio=_on_asyncio(),

@@ -9,7 +9,6 @@ without duplicates, or tells it that recovery is impossible.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine
@@ -18,9 +17,9 @@ from typing import Any, Self
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
 from ..backends.base import PresenceStore
-from ..types import WebSocketSendEvent
 from ._membership import Membership
 from ._presence import Presence, PresenceInfo, default_info
+from ._roomframe import RoomFrame, room_frame
 from .connection import Connection
 from .manager import ConnectionManager
 
@@ -243,8 +242,5 @@ class RoomManager(ConnectionManager):
         self._joined.pop(conn, None)
 
 
-def _frame(publication: Publication, body: bytes) -> tuple[WebSocketSendEvent, int]:
-    """The member-facing frame, built once per publication and shared by every member."""
-    room = json.dumps(publication.channel, ensure_ascii=False)
-    text = f'{{"room":{room},"seq":{publication.seq},"data":{body.decode()}}}'
-    return {"type": "websocket.send", "text": text}, len(text.encode())
+def _frame(publication: Publication, body: bytes) -> tuple[RoomFrame, int]:
+    return room_frame(publication.channel, publication.seq, publication.epoch, body)

@@ -80,7 +80,7 @@ class EventStreamRecorder:
 
     async def _body(self, message: Message) -> None:
         body = message.get("body", b"")
-        events = body.count(b"\n\n") if body else 0
+        events = body.count(b"\n\n") if body and body[:1] != b":" else 0  # not heartbeats
         span = None
         if events and self.mw.sampler():
             span = start_frame_span(self.mw.tracer, f"SSE {self.route} send", SpanKind.PRODUCER,

@@ -1,0 +1,252 @@
+"""Server-Sent Events on the same managers as WebSockets.
+
+An :class:`EventStreamResponse` registers the request as a :class:`~asgi_rt.Connection`
+of a :class:`~asgi_rt.ConnectionManager` or :class:`~asgi_rt.RoomManager`, whose transport
+is a ``text/event-stream`` response instead of a socket. It therefore has the same bounded
+queue, overflow policy, send timeout and metrics as a WebSocket member, and one
+``publish`` (or ``broadcast``) reaches WebSocket and SSE members alike::
+
+    @app.get("/events/{room}")
+    async def events(room: str, rooms: RoomManager = Depends(get_rooms)):
+        return EventStreamResponse(rooms, room=room)
+
+What each member gets as ``data:`` is exactly the text a WebSocket member gets as a frame.
+Room publications also carry ``id: <epoch>:<seq>``: when the browser's ``EventSource``
+reconnects it sends that back as ``Last-Event-ID`` and the stream resumes the room from
+its history (in order, without duplicates, or with a ``recovery_failed`` message).
+
+Framing uses sse-starlette's ``ServerSentEvent`` (multi-line data, ``id``, ``event``,
+``retry``, comments); its ``EventSourceResponse`` is not used because it pulls from an
+iterator, which would put a second, unbounded-by-policy buffer in front of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, aclosing
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+from sse_starlette.event import ServerSentEvent
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocketState
+
+from .connections._encode import compact_dumps
+from .connections._roomframe import RoomFrame
+from .connections.connection import Connection
+from .connections.manager import ConnectionManager
+
+if TYPE_CHECKING:
+    from .connections.rooms import RoomManager
+
+__all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
+
+SEP = "\n"  # the TelemetryMiddleware counts events by blank lines
+CLOSE_EVENT = "close"
+
+OnConnect = Callable[[Connection], Awaitable[None]]
+
+
+def format_event(
+    data: str | None = None, *, event: str | None = None, id: str | None = None,
+    retry: int | None = None, comment: str | None = None,
+) -> bytes:  # fmt: skip
+    """One event in ``text/event-stream`` framing (lines of ``data`` become ``data:`` lines)."""
+    return ServerSentEvent(data, event=event, id=id, retry=retry, comment=comment, sep=SEP).encode()
+
+
+def parse_last_event_id(value: str | None) -> tuple[int, str] | None:
+    """``"<epoch>:<seq>"`` → ``(seq, epoch)``; ``None`` for anything else."""
+    if not value:
+        return None
+    epoch, _, seq = value.rpartition(":")
+    if not epoch or not seq.isdigit() or len(seq) > 18:
+        return None
+    return int(seq), epoch
+
+
+class EventStreamResponse(Response):
+    """A ``text/event-stream`` response whose client is a member of ``manager``.
+
+    The request becomes a :class:`Connection` for the response's lifetime: ``broadcast``,
+    ``publish`` and ``conn.send`` reach it as events, through its bounded queue. It ends
+    when the client goes away (an ``http.disconnect`` ends it at once), when the manager
+    closes it (overflow, send timeout, shutdown: a final ``event: close`` event carries
+    ``{"code", "reason"}`` so that a client can tell "try later" from "stop"), or when
+    ``source`` is exhausted.
+
+    Args:
+        manager: the manager to register with.
+        room: for a :class:`RoomManager`, the room to join. A ``Last-Event-ID`` header
+            from a reconnecting ``EventSource`` (or ``since``/``epoch``) resumes it.
+        since: resume ``room`` after this ``seq`` (overrides ``Last-Event-ID``).
+        epoch: the room's epoch that ``since`` belongs to.
+        on_connect: ``async (conn) -> None`` run once the stream is open, e.g. to join
+            more rooms (only ``room`` resumes) or to send a snapshot.
+        source: an async iterable of events for this client only (``str``/``dict``/``list``
+            as data, or ``ServerSentEvent``), sent at the client's pace: the next item is
+            pulled only once the previous one has been written. It is closed with
+            ``aclosing`` when the client goes away; the stream ends after its last item.
+        heartbeat: seconds between ``: ping`` comments while nothing else is sent (keeps
+            proxies from timing the stream out and finds dead clients); ``None`` for none.
+        retry: milliseconds the browser should wait before reconnecting (``retry:``).
+        headers: extra response headers.
+        **meta: stored on ``conn.meta``, as with ``manager.connect``.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, manager: ConnectionManager, *, room: str | None = None, since: int | None = None,
+        epoch: str | None = None, on_connect: OnConnect | None = None,
+        source: AsyncIterable[Any] | None = None, heartbeat: float | None = 15.0,
+        retry: int | None = None, headers: dict[str, str] | None = None, **meta: Any,
+    ) -> None:  # fmt: skip
+        if heartbeat is not None and not heartbeat > 0:
+            raise ValueError(f"heartbeat must be > 0 or None, got {heartbeat!r}")
+        if retry is not None and (not isinstance(retry, int) or retry < 0):
+            raise ValueError(f"retry must be a non-negative int of milliseconds, got {retry!r}")
+        if room is not None and not hasattr(manager, "join"):
+            raise TypeError(f"room= needs a RoomManager, got {type(manager).__name__}")
+        self.manager, self.room, self.since, self.epoch = manager, room, since, epoch
+        self.on_connect, self.source = on_connect, source
+        self.heartbeat, self.retry, self.meta = heartbeat, retry, meta
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no",
+                           **(headers or {})})  # fmt: skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = EventStream(scope, receive, send, headers=self.raw_headers, room=self.room)
+        async with self.manager.connect(stream, **self.meta) as conn:
+            if self.retry is not None:
+                await stream.write(format_event(retry=self.retry))
+            await self._open(conn, Headers(scope=scope).get("last-event-id"))
+            async with anyio.create_task_group() as tg:
+                if self.heartbeat is not None:
+                    tg.start_soon(_beat, conn, self.heartbeat)
+                if self.source is not None:
+                    tg.start_soon(_pump, conn, self.source)
+                await conn.receive()  # None once the client left or the stream was closed
+                tg.cancel_scope.cancel()
+
+    async def _open(self, conn: Connection, last_event_id: str | None) -> None:
+        if self.room is not None:
+            rooms: RoomManager = self.manager  # type: ignore[assignment]
+            since, epoch = self.since, self.epoch
+            if since is None and last_event_id is not None:
+                position = parse_last_event_id(last_event_id)
+                if position is None:
+                    await conn.send({"type": "recovery_failed", "room": self.room,
+                                     "reason": "unknown position"})  # fmt: skip
+                else:
+                    since, epoch = position
+            await rooms.join(conn, self.room, since=since, epoch=epoch)
+        if self.on_connect is not None:
+            await self.on_connect(conn)
+
+
+class EventStream:
+    """The transport of an SSE member: WebSocket semantics over an HTTP response.
+
+    ``accept`` starts the response, a ``websocket.send`` becomes one event, a
+    ``websocket.close`` a final ``event: close`` and the end of the body; ``receive`` waits
+    for ``http.disconnect``. Made by :class:`EventStreamResponse`.
+    """
+
+    kind = "sse"
+
+    def __init__(
+        self, scope: Scope, receive: Receive, send: Send, *,
+        headers: Iterable[tuple[bytes, bytes]], room: str | None,
+    ) -> None:  # fmt: skip
+        self.scope = scope
+        self.application_state = WebSocketState.CONNECTING
+        self._asgi_receive, self._asgi_send = receive, send
+        self._headers = list(headers)
+        self._room = room
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        await self._asgi_send({"type": "http.response.start", "status": 200,
+                               "headers": [*self._headers, *(headers or ())]})  # fmt: skip
+        self.application_state = WebSocketState.CONNECTED
+
+    async def write(self, body: bytes) -> None:
+        await self._asgi_send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def _send(self, message: Message) -> None:
+        """The data path (``Connection`` sends data frames here)."""
+        await self.write(self.encode(message))
+
+    async def send(self, message: Message) -> None:
+        if message["type"] != "websocket.close":
+            await self._send(message)
+            return
+        self.application_state = WebSocketState.DISCONNECTED
+        close = {"code": message.get("code", 1000), "reason": message.get("reason", "")}
+        last = format_event(compact_dumps(close), event=CLOSE_EVENT)
+        await self._asgi_send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def receive(self) -> Message:
+        while True:
+            message = await self._asgi_receive()
+            if message["type"] == "http.disconnect":
+                self.application_state = WebSocketState.DISCONNECTED
+                return {"type": "websocket.disconnect", "code": 1001}
+
+    _receive = receive
+
+    def encode(self, message: Message) -> bytes:
+        """One message as one event; a room publication's is built once and shared."""
+        if isinstance(message, RoomFrame) and message.room == self._room:
+            if message.cache is None:
+                message.cache = format_event(message["text"], id=f"{message.epoch}:{message.seq}")
+            return message.cache
+        if message["type"] == PREFRAMED:
+            body: bytes = message["body"]
+            return body
+        text = message.get("text")
+        if text is None:
+            text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
+        return format_event(text)
+
+
+PREFRAMED = "asgi_rt.sse.body"
+HEARTBEAT: Message = {"type": PREFRAMED, "body": format_event(comment="ping")}
+
+
+async def _beat(conn: Connection, interval: float) -> None:
+    """A comment every ``interval`` s in which nothing else was on its way."""
+    sender = conn._sender
+    while True:
+        await anyio.sleep(interval)
+        if conn.state == "open" and not sender._busy:
+            sender.deliver(HEARTBEAT, 0)
+
+
+async def _pump(conn: Connection, source: AsyncIterable[Any]) -> None:
+    """Send ``source``'s items at the client's pace, then close the stream (1000)."""
+    iterator = aiter(source)
+    async with AsyncExitStack() as stack:
+        if isinstance(iterator, AsyncGenerator):
+            await stack.enter_async_context(aclosing(iterator))
+        async for item in iterator:
+            if conn.state != "open":
+                return
+            if isinstance(item, ServerSentEvent):
+                conn._sender.deliver({"type": PREFRAMED, "body": _reframe(item)}, 0)
+            else:
+                await conn.send(item)
+            await conn.wait_flushed()
+            await anyio.lowlevel.checkpoint()  # a write that never blocks must not starve others
+    conn._sender.request_close(1000, "", drain=True)
+
+
+def _reframe(event: ServerSentEvent) -> bytes:
+    return format_event(None if event.data is None else str(event.data), event=event.event,
+                        id=event.id, retry=event.retry, comment=event.comment)  # fmt: skip
