@@ -12,10 +12,12 @@ from .connections import (
 )
 from .exceptions import (
     AsgiRtError,
+    ClientGaveUp,
     ConnectionClosed,
     DuplicateConnectionId,
     InvalidData,
     MessageTooBig,
+    OutboxFull,
     PoolExhausted,
     ProtocolViolation,
     RateLimitExceeded,
@@ -37,6 +39,7 @@ __all__ = [
     "AsgiRtError",
     "AuthInfo",
     "Authenticated",
+    "ClientGaveUp",
     "Connection",
     "ConnectionClosed",
     "ConnectionManager",
@@ -49,6 +52,7 @@ __all__ = [
     "ManagerStats",
     "MessageTooBig",
     "Metrics",
+    "OutboxFull",
     "Overflow",
     "PoolExhausted",
     "ProtocolViolation",

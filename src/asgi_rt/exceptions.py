@@ -8,6 +8,8 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
     ├── RequestFailed           conn.request() got no ack in time, or too many were pending
     ├── PoolExhausted           ClientPool had no connection to lend in time (or was closed)
+    ├── ClientGaveUp            ResilientClient stopped reconnecting (1008, or too many failures)
+    ├── OutboxFull              ResilientClient's bounded outbox had no room while disconnected
     └── ProtocolViolation       the peer broke a limit; the connection was closed with `code`
         ├── MessageTooBig       a frame over max_message_size (1009)
         ├── RateLimitExceeded   the per-connection token bucket ran dry (1008)
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 __all__ = [
     "AsgiRtError",
+    "ClientGaveUp",
     "ConnectionClosed",
     "DuplicateConnectionId",
     "InvalidData",
     "MessageTooBig",
+    "OutboxFull",
     "PoolExhausted",
     "ProtocolViolation",
     "RateLimitExceeded",
@@ -78,6 +82,28 @@ class PoolExhausted(AsgiRtError):
 
     default_code = 1013
     default_reason = "no connection available"
+
+
+class ClientGaveUp(AsgiRtError):
+    """The resilient client stopped: the server closed with a code that must not be retried
+    (1008 by default), or the retry policy gave up after ``attempts`` failures.
+
+    ``code``/``reason`` are the last close's (1006 when no connection could be made)."""
+
+    default_code = 1006
+    default_reason = "gave up reconnecting"
+
+    def __init__(self, message: str = "", *, code: int | None = None, reason: str | None = None,
+                 attempts: int = 0) -> None:  # fmt: skip
+        super().__init__(message, code=code, reason=reason)
+        self.attempts = attempts
+
+
+class OutboxFull(AsgiRtError):
+    """``ResilientClient.send`` while disconnected, with ``outbox_size`` messages waiting."""
+
+    default_code = 1013
+    default_reason = "outbox full"
 
 
 class ProtocolViolation(AsgiRtError):

@@ -1,0 +1,243 @@
+"""ResilientClient against real uvicorn servers: restart, drop, refuse, resume."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from asgi_rt import RoomManager
+from asgi_rt.client import (
+    Backoff,
+    ClientGaveUp,
+    Disconnect,
+    OutboxFull,
+    ResilientClient,
+    since_query,
+)
+
+from .._poll import await_for
+from .._redis import RedisServer
+from .._resume_app import make_app
+from .._server import RunningServer
+from .._system import free_port, listening, spawn_uvicorn
+
+pytestmark = pytest.mark.anyio
+
+FAST = {"initial": 0.02, "maximum": 0.2, "stable_after": 1.0}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the websockets client is asyncio only
+
+
+class Recording(Backoff):
+    """The default policy, remembering every disconnect it was asked about."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**FAST, **kwargs})
+        object.__setattr__(self, "seen", [])
+
+    def next_delay(self, disconnect: Disconnect) -> float | None:
+        self.seen.append(disconnect)  # type: ignore[attr-defined]
+        return super().next_delay(disconnect)
+
+
+@pytest.fixture
+def app_server(serve: Callable[..., RunningServer]) -> tuple[RunningServer, Counter[str]]:
+    seen: Counter[str] = Counter()
+    return serve(make_app(RoomManager(), seen), lifespan="on"), seen
+
+
+async def collect(client: ResilientClient, into: list[Any]) -> None:
+    async for message in client:
+        into.append(message)
+
+
+async def test_a_server_that_drops_at_once_is_backed_off_not_hammered(
+    app_server: tuple[RunningServer, Counter[str]],
+) -> None:
+    server, seen = app_server
+    policy = Recording(max_failures=5)
+    async with ResilientClient(f"{server.url}/drop", token="good", policy=policy) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+    failures = [d.failures for d in policy.seen]  # type: ignore[attr-defined]
+    assert failures == [1, 2, 3, 4, 5]  # each connection was up too briefly to reset
+    assert [d.code for d in policy.seen] == [1011] * 5  # type: ignore[attr-defined]
+    assert seen["/drop"] == 5
+    assert gave_up.value.attempts == 5 and gave_up.value.code == 1011
+    assert "after 5 failure(s)" in str(gave_up.value)
+
+
+async def test_a_policy_close_is_not_retried(
+    app_server: tuple[RunningServer, Counter[str]],
+) -> None:
+    server, seen = app_server
+    async with ResilientClient(f"{server.url}/ws/a", token="wrong", policy=Recording()) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+        with pytest.raises(ClientGaveUp):
+            await client.send("too late")
+    assert gave_up.value.code == 1008
+    assert client.attempts == 1
+    assert seen["/ws/a"] == 0  # the app never saw the unauthenticated socket
+
+
+async def test_no_server_gives_up_after_max_failures() -> None:
+    url = f"ws://127.0.0.1:{free_port()}/ws/a"
+    async with ResilientClient(url, policy=Recording(max_failures=3)) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+    assert gave_up.value.attempts == 3 and gave_up.value.code == 1006
+
+
+async def test_sends_while_disconnected_wait_in_a_bounded_outbox() -> None:
+    port = free_port()
+    client = ResilientClient(f"ws://127.0.0.1:{port}/ws/a", token="good", outbox_size=3,
+                             policy=Recording())  # fmt: skip
+    async with client:
+        for i in range(3):
+            await client.send(f"early {i}")
+        with pytest.raises(OutboxFull):
+            await client.send("one too many")
+        rooms = RoomManager()
+        server = RunningServer(make_app(rooms), lifespan="on", port=port)
+        server.start()
+        try:
+            got: list[Any] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collect, client, got)
+                await await_for(lambda: len(got) == 3, what="the flushed outbox, echoed")
+                tg.cancel_scope.cancel()
+        finally:
+            server.stop()
+    assert [m["data"] for m in got] == ["early 0", "early 1", "early 2"]
+
+
+async def test_every_connect_authenticates_and_a_token_function_is_asked_each_time(
+    app_server: tuple[RunningServer, Counter[str]],
+) -> None:
+    server, _ = app_server
+    asked = 0
+
+    async def token() -> str:
+        nonlocal asked
+        asked += 1
+        return "good"
+
+    async with ResilientClient(f"{server.url}/drop", token=token,
+                               policy=Recording(max_failures=3)) as client:  # fmt: skip
+        with pytest.raises(ClientGaveUp):
+            await collect(client, [])
+    assert asked == 3 and client.connects == 3
+
+
+async def test_duplicates_are_dropped_and_pings_answered(
+    app_server: tuple[RunningServer, Counter[str]],
+) -> None:
+    server, _ = app_server
+    async with ResilientClient(f"{server.url}/ws/r", token="good", policy=Recording()) as client:
+        got: list[Any] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, client, got)
+            await await_for(lambda: client.connected, what="the connection")
+            for text in ("a", "b"):
+                await client.send(text)
+            await await_for(lambda: len(got) == 2, what="two publications")
+            # the same publications again, as a replay overlapping live delivery would send
+            assert client._first_time({"room": "r", "seq": 2, "data": "b"}) is False
+            assert client._first_time({"room": "r", "seq": 3, "data": "c"}) is True
+            tg.cancel_scope.cancel()
+    assert [(m["seq"], m["data"]) for m in got] == [(1, "a"), (2, "b")]
+    assert client.positions == {"r": 3}
+
+
+def test_full_jitter_stays_under_the_capped_exponential() -> None:
+    policy = Backoff(initial=1, maximum=8, rng=random.Random(7))
+    caps = [policy.cap(n) for n in range(1, 7)]
+    assert caps == [1, 2, 4, 8, 8, 8]
+    for failures in range(1, 7):
+        delays = [policy.next_delay(Disconnect(1006, "", failures, 0)) for _ in range(200)]
+        assert all(d is not None and 0 <= d <= policy.cap(failures) for d in delays)
+        assert max(d for d in delays if d is not None) > policy.cap(failures) * 0.9  # spread
+
+
+def test_policy_decisions() -> None:
+    policy = Backoff(max_failures=4)
+    assert policy.next_delay(Disconnect(1008, "auth", 1, 0)) is None
+    assert policy.next_delay(Disconnect(None, "", 1, 0, status=401)) is None
+    assert policy.next_delay(Disconnect(None, "", 1, 0, status=503)) is not None
+    assert policy.next_delay(Disconnect(1012, "", 4, 0)) is None
+    assert policy.is_stable(10.0) and not policy.is_stable(9.9)
+    for bad in ({"initial": 0}, {"initial": 5, "maximum": 1}, {"multiplier": 0.5},
+                {"max_failures": 0}, {"stable_after": -1}):  # fmt: skip
+        with pytest.raises(ValueError, match=r"must be|need"):
+            Backoff(**bad)  # type: ignore[arg-type]
+
+
+def test_since_query_resumes_the_one_room() -> None:
+    assert since_query("ws://h/ws/a?x=1", {}) == "ws://h/ws/a?x=1"
+    assert since_query("ws://h/ws/a?x=1&since=2", {"a": 7}) == "ws://h/ws/a?x=1&since=7"
+    assert since_query("ws://h/ws/a", {"a": 1, "b": 2}) == "ws://h/ws/a"
+
+
+@pytest.fixture
+def restartable(redis_server: RedisServer) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Start (and restart) ``tests._resume_app`` on one port with the Redis backplane."""
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        env = {"ASGI_RT_TEST_BACKEND": redis_server.url, "PATH": "/usr/bin:/bin"}
+        procs.append(spawn_uvicorn("tests._resume_app:app", port, env=env))
+        return procs[-1]
+
+    start.port = port  # type: ignore[attr-defined]
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+@pytest.mark.server
+@pytest.mark.timeout(90)
+async def test_server_restart_mid_stream_loses_and_repeats_nothing(
+    restartable: Callable[[], subprocess.Popen[bytes]], redis_server: RedisServer
+) -> None:
+    port = restartable.port  # type: ignore[attr-defined]
+    server = restartable()
+    await await_for(lambda: listening(port), 20, "uvicorn")
+    total, got = 300, []
+    publisher = RoomManager(backend=redis_server.url)
+    policy = Recording()
+    async with publisher, ResilientClient(f"ws://127.0.0.1:{port}/ws/live", token="good",
+                                          policy=policy) as client:  # fmt: skip
+
+        async def publish_all() -> None:
+            for i in range(total):
+                await publisher.publish("live", i)
+                await anyio.sleep(0.002)  # a steady stream, not one burst
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, client, got)
+            await await_for(lambda: client.connected, 10, "the first connection")
+            tg.start_soon(publish_all)
+            await await_for(lambda: len(got) >= 50, 20, "the stream to flow")
+            server.send_signal(signal.SIGTERM)  # uvicorn closes every socket with 1012
+            assert server.wait(20) in {0, -signal.SIGTERM}
+            server = restartable()
+            await await_for(lambda: len(got) >= total, 40, "every message")
+            tg.cancel_scope.cancel()
+    assert [m["data"] for m in got] == list(range(total))
+    assert [m["seq"] for m in got] == list(range(1, total + 1))
+    assert client.connects >= 2
+    assert 1012 in [d.code for d in policy.seen] or None in [d.code for d in policy.seen]
