@@ -1,5 +1,6 @@
 """A room app for the multi-worker tests: ``uvicorn tests._rooms_app:app`` with
-``ASGI_RT_TEST_BACKEND`` naming the backplane (e.g. ``redis://127.0.0.1:PORT/0``)."""
+``ASGI_RT_TEST_BACKEND`` naming the backplane (e.g. ``redis://127.0.0.1:PORT/0``) and
+``ASGI_RT_TEST_DRAIN_WINDOW`` (seconds) turning on the drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from asgi_rt import RoomManager
+from asgi_rt import RoomManager, drain_on_signal
 
 rooms = RoomManager(backend=os.environ.get("ASGI_RT_TEST_BACKEND", "memory://"))
 
@@ -27,8 +28,13 @@ async def endpoint(websocket: WebSocket) -> None:
 
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    async with rooms:
-        yield
+    window = os.environ.get("ASGI_RT_TEST_DRAIN_WINDOW")
+    if window is None:
+        async with rooms:
+            yield
+    else:
+        async with rooms, drain_on_signal(rooms, window=float(window)):
+            yield
 
 
 app = Starlette(routes=[WebSocketRoute("/ws/{room}", endpoint)], lifespan=lifespan)

@@ -1,10 +1,13 @@
-"""SIGTERM to a uvicorn with 1000 open connections: every client sees a clean close."""
+"""SIGTERM to a uvicorn with 1000 open connections: every client sees a clean close,
+and with ``drain_on_signal`` the closes are spread over the window."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -22,14 +25,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def uvicorn_process() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """A uvicorn process serving tests._rooms_app (RoomManager, lifespan on)."""
+@pytest.fixture(params=[None, 2.0], ids=["uvicorn-close", "drain-2s"])
+def uvicorn_process(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[int, subprocess.Popen[bytes], float | None]]:
+    """A uvicorn process serving tests._rooms_app (RoomManager, lifespan on), with or
+    without ``drain_on_signal`` (its window in seconds)."""
     raise_open_files(8192)
     port = free_port()
-    server = spawn_uvicorn("tests._rooms_app:app", port, "--backlog", "2048",
+    window = request.param
+    env = dict(os.environ)
+    if window is not None:
+        env["ASGI_RT_TEST_DRAIN_WINDOW"] = str(window)
+    server = spawn_uvicorn("tests._rooms_app:app", port, "--backlog", "2048", env=env,
                            stderr=subprocess.PIPE)  # fmt: skip
-    yield port, server
+    yield port, server, window
     if server.poll() is None:
         server.kill()
         server.wait()
@@ -38,9 +48,9 @@ def uvicorn_process() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
 
 
 async def test_sigterm_closes_every_connection_cleanly(
-    uvicorn_process: tuple[int, subprocess.Popen[bytes]],
+    uvicorn_process: tuple[int, subprocess.Popen[bytes], float | None],
 ) -> None:
-    port, server = uvicorn_process
+    port, server, window = uvicorn_process
     clients: list[websockets.ClientConnection] = []
     await await_for(lambda: listening(port), 20, "uvicorn")
     try:
@@ -49,13 +59,27 @@ async def test_sigterm_closes_every_connection_cleanly(
             await ws.recv()  # {"type": "joined"}
             clients.append(ws)
         server.send_signal(signal.SIGTERM)
-        codes = [code for code, _ in await asyncio.gather(*(close_of(ws, 30) for ws in clients))]
+        closes = await asyncio.gather(*(_timed_close(ws) for ws in clients))
     finally:
         for ws in clients:
             await ws.close()
     await await_for(lambda: server.poll() is not None, 30, "uvicorn to exit")
     stderr = server.stderr.read() if server.stderr else b""
+    codes = [code for code, _, _ in closes]
     assert len(codes) == CLIENTS
-    assert set(codes) <= {1001, 1012}, {c: codes.count(c) for c in set(codes)}  # never 1006
     assert server.returncode in {0, -signal.SIGTERM}  # uvicorn re-raises the signal it handled
     assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    if window is None:
+        assert set(codes) <= {1001, 1012}, {c: codes.count(c) for c in set(codes)}  # never 1006
+        return
+    assert set(codes) == {1012}, {c: codes.count(c) for c in set(codes)}
+    assert {reason for _, reason, _ in closes} == {"service restart"}  # ours, not uvicorn's
+    times = sorted(at for _, _, at in closes)
+    # spread, not all at once: the batches are 50 ms apart and can only come later than planned
+    assert times[-1] - times[0] >= window / 2, times[-1] - times[0]
+    assert len({round(at, 2) for at in times}) >= 10
+
+
+async def _timed_close(ws: websockets.ClientConnection) -> tuple[int | None, str, float]:
+    code, reason = await close_of(ws, 30)
+    return code, reason, time.monotonic()

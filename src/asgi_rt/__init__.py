@@ -9,6 +9,7 @@ from .connections import (
     Overflow,
     RateLimit,
     RoomManager,
+    drain_on_signal,
 )
 from .exceptions import (
     AsgiRtError,
@@ -62,6 +63,7 @@ __all__ = [
     "RoomManager",
     "Router",
     "TelemetryMiddleware",
+    "drain_on_signal",
     "get_manager",
     "get_rooms",
     "manager_dependency",

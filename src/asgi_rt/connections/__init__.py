@@ -2,6 +2,7 @@
 
 from .backpressure import Overflow
 from .connection import Connection
+from .drain import drain_on_signal
 from .heartbeat import Heartbeat
 from .manager import ConnectionManager
 from .ratelimit import RateLimit
@@ -16,4 +17,5 @@ __all__ = [
     "Overflow",
     "RateLimit",
     "RoomManager",
+    "drain_on_signal",
 ]

@@ -1,0 +1,126 @@
+"""Graceful drain: on SIGTERM, close connections spread over a window, then let the
+server shut down.
+
+uvicorn answers SIGTERM by closing every WebSocket at once (1012) *before* the lifespan
+shutdown runs, so a ``close_all`` in the lifespan finds nothing left to spread; and
+thousands of clients told "restart" in the same millisecond reconnect in the same second
+to whichever worker is left. :func:`drain_on_signal` steps in front of the server's signal
+handler: the first signal starts ``close_all(window=...)``; once it is done, the server's
+own handler runs and shutdown carries on as usual. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from .manager import ConnectionManager
+
+__all__ = ["drain_on_signal"]
+
+logger = logging.getLogger("asgi_rt.connections")
+
+
+@asynccontextmanager
+async def drain_on_signal(
+    manager: ConnectionManager, *, window: float = 10.0, code: int = 1012,
+    reason: str = "service restart", timeout: float = 5.0,
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> AsyncIterator[None]:  # fmt: skip
+    """While the block runs (the app's lifespan), drain ``manager`` on ``signals`` first.
+
+    Use it inside the lifespan, after entering the manager::
+
+        async with rooms, drain_on_signal(rooms, window=10):
+            yield
+
+    Args:
+        manager: whose connections to close.
+        window: seconds over which the closes are spread (batches every 50 ms).
+        code: the close code (1012 "service restart", as uvicorn sends, or 1001).
+        reason: the close reason.
+        timeout: seconds after the window for queues to drain before closing regardless.
+        signals: the signals to step in front of.
+
+    Only works in the main thread (where signal handlers live); elsewhere it does nothing
+    and says so in the log. Under a process manager that sends SIGKILL after a grace
+    period, keep ``window + timeout`` below that period.
+    """
+    if window < 0:
+        raise ValueError(f"window must be >= 0, got {window!r}")
+    if threading.current_thread() is not threading.main_thread():
+        logger.warning("drain_on_signal: not in the main thread; no drain on signals")
+        yield
+        return
+    wake = anyio.Event()
+    received: list[tuple[int, Any]] = []
+    wake_soon = _waker(wake)
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        received.append((sig, previous[sig]))
+        if len(received) == 1:
+            wake_soon()
+        else:  # impatient: hand over now
+            _hand_over(sig, frame, previous[sig])
+
+    previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_drain_then_hand_over, manager, wake, received,
+                          (code, reason, window, timeout))  # fmt: skip
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+async def _drain_then_hand_over(
+    manager: ConnectionManager, wake: anyio.Event, received: list[tuple[int, Any]],
+    close: tuple[int, str, float, float],
+) -> None:  # fmt: skip
+    await wake.wait()
+    code, reason, window, timeout = close
+    logger.info("draining %d connections over %.1f s before shutdown", len(manager), window)
+    try:
+        await manager.close_all(code, reason, window=window, timeout=timeout)
+    finally:
+        sig, old = received[0]
+        _hand_over(sig, None, old)
+
+
+def _hand_over(sig: int, frame: FrameType | None, old: Any) -> None:
+    """Run the handler that was there before ours (the server's)."""
+    if callable(old):
+        old(sig, frame)
+    elif old == signal.SIG_DFL:
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+
+def _waker(event: anyio.Event) -> Callable[[], None]:
+    """A function that sets ``event`` from a signal handler (which must not touch the loop
+    directly): through the event loop's thread-safe scheduling."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # trio
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        return lambda: token.run_sync_soon(event.set)
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(event.set)
+
+    return wake

@@ -1,0 +1,62 @@
+"""drain_on_signal in process, under asyncio and trio: it steps in front of the server's
+signal handler, closes connections first, then hands the signal over."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+
+import anyio
+import pytest
+
+from asgi_rt import ConnectionManager, drain_on_signal
+from asgi_rt.testing import websocket_session
+
+from .._poll import await_for
+from .test_manager import hold_app
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_signal_closes_connections_then_reaches_the_servers_handler() -> None:
+    manager, opened, handed_over = ConnectionManager(), anyio.Event(), []
+
+    def server_handler(sig: int, frame: FrameType | None) -> None:
+        handed_over.append((sig, [c.state for c in manager]))
+
+    original = signal.signal(signal.SIGTERM, server_handler)
+    try:
+        async with manager, drain_on_signal(manager, window=0.2):
+            async with websocket_session(hold_app(manager, opened), "/ws") as ws:
+                await opened.wait()
+                signal.raise_signal(signal.SIGTERM)
+                message = await ws.receive()
+                await await_for(lambda: handed_over != [], what="the server's handler")
+        assert signal.getsignal(signal.SIGTERM) is server_handler  # restored on exit
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert (message["type"], message["code"], message["reason"]) == (
+        "websocket.close", 1012, "service restart",
+    )  # fmt: skip
+    assert handed_over in ([(signal.SIGTERM, [])], [(signal.SIGTERM, ["closed"])])  # after
+
+
+async def test_a_second_signal_hands_over_at_once() -> None:
+    manager, handed_over = ConnectionManager(), []
+    original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
+    try:
+        async with manager, drain_on_signal(manager, window=30):
+            signal.raise_signal(signal.SIGTERM)  # starts a (long) drain
+            signal.raise_signal(signal.SIGTERM)  # impatient
+            assert handed_over == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_window_is_checked() -> None:
+    async def enter() -> None:
+        async with drain_on_signal(ConnectionManager(), window=-1):
+            pass
+
+    with pytest.raises(ValueError, match="window"):
+        anyio.run(enter)
