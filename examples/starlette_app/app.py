@@ -1,74 +1,119 @@
-"""The same room chat in plain Starlette (no dependency injection framework), with the
-same handshake checks and first-message authentication.
+"""The same room chat in plain Starlette, plus a live dashboard over Server-Sent Events.
 
-Run: `.venv/bin/uvicorn examples.starlette_app.app:app --port 8001`.
+Run: `.venv/bin/uvicorn examples.starlette_app.app:app --port 8001`, then open
+http://127.0.0.1:8001/ (chat) and http://127.0.0.1:8001/dashboard (live numbers).
+
+The dashboard is an SSE member of the same RoomManager as the chat sockets: once a second
+the app publishes its counters to the ``dashboard`` room, and every browser with the
+dashboard open gets them as an event, through the same bounded queue and overflow policy
+as a WebSocket member. ``EventSource`` reconnects on its own and resumes with
+``Last-Event-ID``. ASGI_RT_BACKEND and ASGI_RT_ALLOWED_ORIGINS work as in the FastAPI example.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_rt import (
-    ConnectionManager,
+    EventStreamResponse,
     FirstMessageAuthMiddleware,
     HandshakeMiddleware,
-    get_manager,
+    Metrics,
+    RoomManager,
+    TelemetryMiddleware,
+    drain_on_signal,
+    get_rooms,
+    metrics_app,
     provide,
 )
+from asgi_rt.backends import BackendUnavailable
+from examples.chat import chat_session, verify_token
 
-PAGE = (Path(__file__).parent.parent / "fastapi_app" / "index.html").read_text()
-DEMO_TOKENS = {"alice-token": "alice", "bob-token": "bob", "carol-token": "carol"}
+HERE = Path(__file__).parent
+CHAT_PAGE = (HERE.parent / "fastapi_app" / "index.html").read_text()
+DASHBOARD_PAGE = (HERE / "dashboard.html").read_text()
+ORIGINS = os.environ.get("ASGI_RT_ALLOWED_ORIGINS", "http://127.0.0.1:8001,http://localhost:8001")
+DASHBOARD = "dashboard"
 
 
-async def verify_token(token: str) -> str | None:
-    return DEMO_TOKENS.get(token)
+async def chat_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(CHAT_PAGE)
 
 
-async def index(request: object) -> HTMLResponse:
-    return HTMLResponse(PAGE)
+async def dashboard_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(DASHBOARD_PAGE)
 
 
 async def chat(websocket: WebSocket) -> None:
-    manager = get_manager(websocket)
-    room, user = websocket.path_params["room"], websocket.scope["user"]
-    async with manager.connect(websocket, room=room) as conn:
-        async for message in conn.iter_json():
-            text = str(message.get("text", ""))[:2000] if isinstance(message, dict) else ""
-            members = [c for c in manager if c.meta["room"] == room]
-            await manager.broadcast({"type": "message", "from": user, "text": text}, to=members)
+    await chat_session(get_rooms(websocket), websocket, websocket.path_params["room"])
 
 
-def create_app() -> Starlette:
-    manager = ConnectionManager()
+async def dashboard_events(request: Request) -> EventStreamResponse:
+    return EventStreamResponse(get_rooms(request), room=DASHBOARD, retry=2000, heartbeat=15)
+
+
+async def publish_counters(rooms: RoomManager, interval: float = 1.0) -> None:
+    """Once per ``interval``, this worker's counters to the dashboard room."""
+    while True:
+        await anyio.sleep(interval)
+        if DASHBOARD not in rooms.rooms():
+            continue  # nobody watching here
+        stats = rooms.stats()
+        counters = {
+            "worker": os.getpid(), "connections": stats.active,
+            "rooms": len(rooms.rooms()), "sent": stats.sent, "queued": stats.queued,
+            "dropped": stats.dropped_oldest + stats.dropped_newest,
+            "slow_consumer_disconnects": stats.slow_consumer_disconnects,
+        }  # fmt: skip
+        with contextlib.suppress(BackendUnavailable):  # the next tick tries again
+            await rooms.publish(DASHBOARD, counters)
+
+
+def create_app(backend: str | None = None) -> Starlette:
+    registry = CollectorRegistry()  # one per app: create_app() can be called again (tests)
+    metrics = Metrics(registry)
+    rooms = RoomManager(backend=backend or os.environ.get("ASGI_RT_BACKEND", "memory://"),
+                        presence=True, metrics=metrics, history_size=100)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with manager:
+        # on SIGTERM: close sockets spread over 5 s (clients reconnect with jitter), then stop
+        async with rooms, drain_on_signal(rooms, window=5.0), anyio.create_task_group() as tg:
+            tg.start_soon(publish_counters, rooms)
             yield
+            tg.cancel_scope.cancel()
 
-    # Middleware(...) lists run outermost first: handshake checks, then authentication.
+    # Middleware(...) lists run outermost first: telemetry (sees rejections too), handshake
+    # checks (before accept), then authentication (HTTP requests pass through both).
     middleware = [
-        Middleware(
-            HandshakeMiddleware,
-            allowed_origins=["http://127.0.0.1:8001"],
-            allow_missing_origin=True,
-        ),
-        Middleware(FirstMessageAuthMiddleware, authenticate=verify_token),
+        Middleware(TelemetryMiddleware, metrics=metrics),
+        Middleware(HandshakeMiddleware, allowed_origins=ORIGINS.split(","),
+                   allow_missing_origin=True, on_reject=metrics.handshake_rejected),
+        Middleware(FirstMessageAuthMiddleware, authenticate=verify_token,
+                   on_failure=metrics.auth_failed),
+    ]  # fmt: skip
+    routes = [
+        Route("/", chat_page),
+        Route("/dashboard", dashboard_page),
+        Route("/events/dashboard", dashboard_events),
+        Route("/metrics", metrics_app(registry)),
+        WebSocketRoute("/ws/{room}", chat),
     ]
-    app = Starlette(
-        routes=[Route("/", index), WebSocketRoute("/ws/{room}", chat)],
-        middleware=middleware,
-        lifespan=lifespan,
-    )
-    provide(app, manager)
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    provide(app, rooms, name="rooms")
     return app
 
 

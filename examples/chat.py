@@ -1,0 +1,70 @@
+"""The chat protocol both example apps speak (one copy, so the page works with either).
+
+A socket on ``/ws/{room}`` that passed first-message auth joins ``room`` (resuming after
+``?since=<seq>``), is told who is present, and publishes each ``{"text": ...}`` it sends
+as ``{"type": "message", "from": user, "text": ...}`` to the room on every worker.
+
+Frames the page receives: ``{"type": "auth_ok"}``; ``{"type": "presence", "room": ...,
+"members": [...]}`` (who is here, once after joining); ``{"room": ..., "seq": ..., "data":
+...}`` per publication, where ``data`` is a ``message`` or a ``presence`` join/leave event;
+``{"type": "recovery_failed", ...}`` when history cannot fill a gap. A bad room name,
+``since`` or ``epoch`` closes the socket 1008 with a reason (a client bug: retrying the
+same URL cannot help); an unreachable backplane closes it 1013 (try again later).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from starlette.websockets import WebSocket
+
+from asgi_rt import RoomManager
+from asgi_rt.backends import BackendUnavailable
+
+DEMO_TOKENS = {"alice-token": "alice", "bob-token": "bob", "carol-token": "carol"}
+ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+SEQ = re.compile(r"[0-9]{1,18}")
+EPOCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_TEXT = 2000
+
+
+async def verify_token(token: str) -> str | None:
+    """Look the token up; a real app verifies a JWT or asks its session store."""
+    return DEMO_TOKENS.get(token)
+
+
+async def chat_session(rooms: RoomManager, websocket: WebSocket, room: str) -> None:
+    user = websocket.scope["user"]  # set by FirstMessageAuthMiddleware
+    since, epoch = websocket.query_params.get("since"), websocket.query_params.get("epoch")
+    problem = invalid(room, since, epoch)
+    if problem:
+        await websocket.close(1008, problem)
+        return
+    async with rooms.connect(websocket, user=user) as conn:
+        try:
+            await rooms.join(conn, room, since=int(since) if since else None, epoch=epoch)
+            members = list((await rooms.presence(room)).values())
+            await conn.send({"type": "presence", "room": room, "members": members})
+            async for message in conn.iter_json():
+                if text := text_of(message):
+                    await rooms.publish(room, {"type": "message", "from": user, "text": text})
+        except BackendUnavailable:
+            await conn.close(1013, "chat backend unavailable")  # the page retries later
+
+
+def invalid(room: str, since: str | None, epoch: str | None) -> str:
+    """Why the room name or resume point is unacceptable ("" when it is fine)."""
+    if not ROOM_NAME.fullmatch(room):
+        return "invalid room name: 1-32 of A-Z a-z 0-9 _ -"
+    if since is not None and not SEQ.fullmatch(since):
+        return "invalid since: expected a non-negative integer"
+    if epoch is not None and not EPOCH.fullmatch(epoch):
+        return "invalid epoch"
+    return ""
+
+
+def text_of(message: Any) -> str:
+    """The message's text, cut to MAX_TEXT; "" for anything else (ignored)."""
+    text = message.get("text") if isinstance(message, dict) else None
+    return text[:MAX_TEXT] if isinstance(text, str) and text.strip() else ""
