@@ -208,9 +208,11 @@ class Connection:
         """Return the next frame's payload, or ``None`` once the connection has ended.
 
         Frames over ``max_message_size`` close with 1009, frames over the rate limit
-        with 1008; in both cases this returns ``None``.
+        with 1008; in both cases this returns ``None``. So does a receive after the
+        connection started closing (a failed send, a slow-consumer close, ``close_all``),
+        so that an echo loop never sends into a closing connection.
         """
-        while self._sender.state is not _sender.CLOSED:
+        while self._sender.state is _sender.OPEN:  # once a close is decided, frames are moot
             message = await self._pending_receive.wait(self._receive)
             if message is INTERRUPTED:  # the manager closed the connection meanwhile
                 return None
