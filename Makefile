@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e . uvicorn fastapi websockets
+	$(BIN)/python -m pip install --quiet -e '.[redis]' uvicorn fastapi websockets
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
@@ -36,10 +36,11 @@ typecheck: $(VENV)/.installed-dev
 pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Servers the tests run for real (each test starts its own on a free port): redis-server
-# (the Redis backplane) and Prometheus (the Grafana dashboard test). Installed from Debian's
-# packages when missing and we are root; otherwise say what to install.
-SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus
+# Programs the tests run for real (each test starts its own on a free port): redis-server
+# (the Redis backplane), Prometheus (the Grafana dashboard test) and Chromium (the example
+# page, driven by Playwright: it cannot download its own browser here). Installed from
+# Debian's packages when missing and we are root; otherwise say what to install.
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium
 system-deps:
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import websockets
 from starlette.types import ASGIApp
 
 from ._server import RunningServer
+from ._system import close_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -41,10 +43,25 @@ async def _join(url: str, token: str) -> websockets.ClientConnection:
 
 
 async def _next_message(ws: websockets.ClientConnection) -> dict[str, str]:
+    """The next chat message, unwrapped from a room frame (``{"room", "seq", "data"}``)."""
     while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        message = frame["data"] if "seq" in frame else frame
         if message["type"] == "message":
             return dict(message)
+
+
+async def _next_frame(
+    ws: websockets.ClientConnection, kind: str, user: str | None = None
+) -> dict[str, Any]:
+    """The next room frame whose data has type ``kind`` (and is about ``user``, if given)."""
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        data = frame.get("data") if "seq" in frame else None
+        if data is None or data["type"] != kind:
+            continue
+        if user is None or data.get("member", {}).get("user") == user:
+            return dict(frame)
 
 
 @pytest.mark.parametrize("make_app", [fastapi_example, starlette_example])
@@ -82,3 +99,67 @@ async def test_examples_refuse_foreign_origins_and_bad_tokens(
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+
+
+async def test_fastapi_chat_shows_presence_and_numbers_messages(
+    serve: Callable[..., RunningServer],
+) -> None:
+    server = serve(fastapi_example(), lifespan="on")
+    async with await _join(f"{server.url}/ws/presence-room", "alice-token") as alice:
+        here = json.loads(await alice.recv())
+        assert here["type"] == "presence" and here["room"] == "presence-room"
+        assert [m["user"] for m in here["members"]] == ["alice"]
+        async with await _join(f"{server.url}/ws/presence-room", "bob-token") as bob:
+            joined = await _next_frame(alice, "presence", "bob")  # after alice's own join
+            assert joined["data"]["event"] == "join"
+            await bob.send(json.dumps({"text": "hi"}))
+            said = await _next_frame(alice, "message")
+            assert said["room"] == "presence-room" and said["seq"] == joined["seq"] + 1
+        left = await _next_frame(alice, "presence", "bob")
+        assert left["data"]["event"] == "leave"
+
+
+async def test_fastapi_chat_resumes_from_since_exactly_once(
+    serve: Callable[..., RunningServer],
+) -> None:
+    server = serve(fastapi_example(), lifespan="on")
+    url = f"{server.url}/ws/resume-room"
+    async with await _join(url, "alice-token") as alice:
+        await alice.send(json.dumps({"text": "before"}))
+        last_seen = (await _next_frame(alice, "message"))["seq"]
+    async with await _join(url, "bob-token") as bob:
+        for text in ("missed 1", "missed 2"):
+            await bob.send(json.dumps({"text": text}))
+        async with await _join(f"{url}?since={last_seen}", "alice-token") as alice:
+            texts = [(await _next_message(alice))["text"] for _ in range(2)]
+            await bob.send(json.dumps({"text": "live"}))
+            texts.append((await _next_message(alice))["text"])
+    assert texts == ["missed 1", "missed 2", "live"]  # "before" is not replayed
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/ws/no%20spaces", "invalid room name"),
+        ("/ws/" + "x" * 33, "invalid room name"),
+        ("/ws/lobby?since=soon", "invalid since"),
+        ("/ws/lobby?since=-1", "invalid since"),
+    ],
+)
+async def test_fastapi_chat_refuses_bad_rooms_and_resume_points_with_1008(
+    serve: Callable[..., RunningServer], path: str, reason: str
+) -> None:
+    server = serve(fastapi_example(), lifespan="on")
+    async with await _join(f"{server.url}{path}", "alice-token") as ws:
+        code, text = await close_of(ws)
+    assert code == 1008 and text.startswith(reason), (code, text)
+
+
+async def test_fastapi_example_exports_metrics(serve: Callable[..., RunningServer]) -> None:
+    server = serve(fastapi_example(), lifespan="on")
+    async with await _join(f"{server.url}/ws/metrics-room", "alice-token") as alice:
+        await alice.send(json.dumps({"text": "counted"}))
+        await _next_message(alice)
+    async with httpx.AsyncClient() as http:
+        body = (await http.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)).text
+    assert "asgi_rt_connections_total" in body and "asgi_rt_backplane_publish_seconds" in body

@@ -1,12 +1,19 @@
-"""A tiny room chat on FastAPI: `make run` serves it on http://127.0.0.1:8000.
+"""A multi-room chat on FastAPI: `make run` serves it on http://127.0.0.1:8000.
 
 Each socket is checked at the handshake (Origin allowlist, connection limits), must then
-authenticate with its first frame (demo tokens below), and joins the room in its path; a
-message is fanned out to that room's members through the manager's bounded queues, so a
-member on a bad phone line never stalls the room. Rooms across workers (Redis) arrive
-with RoomManager; this uses one process.
+authenticate with its first frame (demo tokens in examples/chat.py), and joins the room in
+its path. A message goes through the RoomManager's backplane to every member of the room, on every
+worker, through bounded per-connection queues, so a member on a bad phone line never
+stalls the room. A page that reconnects passes the last ``seq`` it saw (``?since=``) and
+gets what it missed, in order and once, before live messages.
 
-ASGI_RT_ALLOWED_ORIGINS (comma-separated) overrides the allowed browser origins.
+Environment:
+    ASGI_RT_BACKEND: the backplane, ``memory://`` (default: one process, history lost on
+        restart) or ``redis://host:port/db`` (every worker; needs the ``redis`` package).
+    ASGI_RT_ALLOWED_ORIGINS: comma-separated browser origins allowed to open sockets.
+
+The chat protocol (frames, close codes) is in ``examples/chat.py``, shared with the
+Starlette example.
 """
 
 from __future__ import annotations
@@ -20,30 +27,29 @@ from fastapi import Depends, FastAPI, WebSocket
 from fastapi.responses import HTMLResponse
 
 from asgi_rt import (
-    ConnectionManager,
     FirstMessageAuthMiddleware,
     HandshakeMiddleware,
     Metrics,
     Overflow,
     RateLimit,
+    RoomManager,
     TelemetryMiddleware,
-    get_manager,
+    drain_on_signal,
+    get_rooms,
     metrics_app,
     provide,
 )
+from examples.chat import chat_session, verify_token
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
-DEMO_TOKENS = {"alice-token": "alice", "bob-token": "bob", "carol-token": "carol"}
+BACKEND = os.environ.get("ASGI_RT_BACKEND", "memory://")
 ORIGINS = os.environ.get("ASGI_RT_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
 
-async def verify_token(token: str) -> str | None:
-    """Look the token up; a real app verifies a JWT or asks its session store."""
-    return DEMO_TOKENS.get(token)
-
-
 metrics = Metrics()  # the global prometheus_client registry; one Metrics per registry
-manager = ConnectionManager(
+rooms = RoomManager(
+    backend=BACKEND,
+    presence=True,
     metrics=metrics,
     queue_size=256,
     overflow=Overflow.DISCONNECT,
@@ -54,12 +60,14 @@ manager = ConnectionManager(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    async with manager:  # on shutdown: drain queues, close every socket with 1001
+    # starts the backplane; on SIGTERM closes the sockets spread over 5 s (1012), so that
+    # the pages' jittered reconnects do not all land in the same second
+    async with rooms, drain_on_signal(rooms, window=5.0):
         yield
 
 
 app = FastAPI(lifespan=lifespan)
-provide(app, manager)
+provide(app, rooms, name="rooms")  # what get_rooms reads
 # add_middleware wraps: the last added is outermost. Handshake checks run first (cheap,
 # before accept), then authentication; the route only ever sees authenticated sockets.
 app.add_middleware(
@@ -84,14 +92,5 @@ async def index() -> HTMLResponse:
 
 
 @app.websocket("/ws/{room}")
-async def chat(
-    websocket: WebSocket, room: str, manager: ConnectionManager = Depends(get_manager)
-) -> None:
-    user = websocket.scope["user"]  # set by FirstMessageAuthMiddleware
-    async with manager.connect(websocket, room=room, user=user) as conn:
-        members = [c for c in manager if c.meta["room"] == room]
-        await manager.broadcast({"type": "joined", "user": user}, to=members)
-        async for message in conn.iter_json():
-            text = str(message.get("text", ""))[:2000] if isinstance(message, dict) else ""
-            members = [c for c in manager if c.meta["room"] == room]
-            await manager.broadcast({"type": "message", "from": user, "text": text}, to=members)
+async def chat(websocket: WebSocket, room: str, rooms: RoomManager = Depends(get_rooms)) -> None:
+    await chat_session(rooms, websocket, room)
