@@ -13,7 +13,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_rt import RoomManager
-from asgi_rt.backends import MemoryBackend
+from asgi_rt.backends import BackendUnavailable, MemoryBackend
 from asgi_rt.testing import WebSocketSession, websocket_session
 
 from .._poll import await_for
@@ -164,3 +164,41 @@ async def test_presence_is_off_by_default() -> None:
     async with running() as (rooms, _, _):
         with pytest.raises(RuntimeError, match="presence=True"):
             await rooms.presence("a")
+
+
+class FlakySubscribe(MemoryBackend):
+    """A backplane whose first SUBSCRIBE hangs until ``fail`` is set, then fails, as when
+    Redis goes away mid-call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail = anyio.Event()
+
+    async def subscribe(self, channel: str) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await self.fail.wait()
+            raise BackendUnavailable("redis went away")
+        await super().subscribe(channel)
+
+
+async def test_a_join_during_a_failing_subscribe_still_gets_the_room() -> None:
+    backend = FlakySubscribe()
+    async with RoomManager(backend=backend) as rooms:
+        app = room_app(rooms)
+        async with anyio.create_task_group() as tg:
+
+            async def first() -> None:
+                with pytest.raises(BackendUnavailable):
+                    async with websocket_session(app, "/ws/a?id=1"):
+                        pass
+
+            tg.start_soon(first)
+            await await_for(lambda: backend.calls == 1, 5, "the first subscribe")
+            async with websocket_session(app, "/ws/a?id=2") as ws:
+                await await_for(lambda: rooms.members("a") != frozenset(), 5, "the second join")
+                backend.fail.set()  # the first join fails now, after the second one joined
+                await await_for(lambda: rooms.get("1") is None, 5, "the first to go")
+                await ws.send_text("hello")
+                assert (await frames(ws, 1))[0]["data"] == {"text": "hello"}

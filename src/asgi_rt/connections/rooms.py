@@ -101,13 +101,13 @@ class RoomManager(ConnectionManager):
         joined = self._joined.setdefault(conn, set())
         if room in joined:
             return
+        if room not in self._rooms:
+            # subscribe before the room is recorded: if it fails (BackendUnavailable), the
+            # next join subscribes again instead of finding a room that listens nowhere
+            await self.backend.subscribe(room)
         joined.add(room)
         membership = Membership(replaying=since is not None)
-        members = self._rooms.get(room)
-        if members is None:
-            members = self._rooms[room] = {}
-            await self.backend.subscribe(room)
-        members[conn] = membership
+        self._rooms.setdefault(room, {})[conn] = membership
         if since is not None:
             await self._replay(conn, room, membership, since, epoch)
         if self._presence is not None:
