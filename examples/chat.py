@@ -1,10 +1,13 @@
 """The chat protocol both example apps speak (one copy, so the page works with either).
 
 A socket on ``/ws/{room}`` that passed first-message auth joins ``room`` (resuming after
-``?since=<seq>``), is told who is present, and publishes each ``{"text": ...}`` it sends
-as ``{"type": "message", "from": user, "text": ...}`` to the room on every worker.
+``?since=<seq>&epoch=<epoch>``), is told who is present, and publishes each
+``{"text": ...}`` it sends as ``{"type": "message", "from": user, "text": ...}`` to the room
+on every worker.
 
-Frames the page receives: ``{"type": "auth_ok"}``; ``{"type": "presence", "room": ...,
+Frames the page receives: ``{"type": "auth_ok"}``; ``{"type": "joined", "room": ..., "seq":
+..., "epoch": ...}`` (pass ``since`` and ``epoch`` back when reconnecting); ``{"type":
+"presence", "room": ...,
 "members": [...]}`` (who is here, once after joining); ``{"room": ..., "seq": ..., "data":
 ...}`` per publication, where ``data`` is a ``message`` or a ``presence`` join/leave event;
 ``{"type": "recovery_failed", ...}`` when history cannot fill a gap. A bad room name,
@@ -43,7 +46,8 @@ async def chat_session(rooms: RoomManager, websocket: WebSocket, room: str) -> N
         return
     async with rooms.connect(websocket, user=user) as conn:
         try:
-            await rooms.join(conn, room, since=int(since) if since else None, epoch=epoch)
+            await rooms.join(conn, room, since=int(since) if since else None, epoch=epoch,
+                             announce=True)  # fmt: skip
             members = list((await rooms.presence(room)).values())
             await conn.send({"type": "presence", "room": room, "members": members})
             async for message in conn.iter_json():

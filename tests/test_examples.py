@@ -46,7 +46,7 @@ async def _next_message(ws: websockets.ClientConnection) -> dict[str, str]:
     """The next chat message, unwrapped from a room frame (``{"room", "seq", "data"}``)."""
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        message = frame["data"] if "seq" in frame else frame
+        message = frame["data"] if "data" in frame and "seq" in frame else frame
         if message["type"] == "message":
             return dict(message)
 
@@ -57,8 +57,8 @@ async def _next_frame(
     """The next room frame whose data has type ``kind`` (and is about ``user``, if given)."""
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        data = frame.get("data") if "seq" in frame else None
-        if data is None or data["type"] != kind:
+        data = frame.get("data") if "seq" in frame else None  # a room publication
+        if not isinstance(data, dict) or data["type"] != kind:
             continue
         if user is None or data.get("member", {}).get("user") == user:
             return dict(frame)
@@ -106,6 +106,8 @@ async def test_fastapi_chat_shows_presence_and_numbers_messages(
 ) -> None:
     server = serve(fastapi_example(), lifespan="on")
     async with await _join(f"{server.url}/ws/presence-room", "alice-token") as alice:
+        position = json.loads(await alice.recv())
+        assert (position["type"], position["seq"]) == ("joined", 0)  # an empty room
         here = json.loads(await alice.recv())
         assert here["type"] == "presence" and here["room"] == "presence-room"
         assert [m["user"] for m in here["members"]] == ["alice"]

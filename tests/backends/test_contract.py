@@ -110,3 +110,14 @@ async def test_presence_entries_expire_unless_refreshed(make: Factory) -> None:
         assert await backend.presence("room") == {"a": b'{"id":"a"}'}
         await backend.presence_remove("room", "a")
         assert await backend.presence("room") == {}
+
+
+async def test_position_is_the_last_seq_and_epoch(make: Factory) -> None:
+    from asgi_rt.backends import PositionStore
+
+    async with started(make) as backend:
+        assert isinstance(backend, PositionStore)
+        assert await backend.position("room") == (0, None)
+        for i in range(3):
+            last = await backend.publish("room", f"m{i}".encode())
+        assert await backend.position("room") == (3, last.epoch)

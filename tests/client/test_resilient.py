@@ -184,9 +184,12 @@ def test_policy_decisions() -> None:
 
 
 def test_since_query_resumes_the_one_room() -> None:
-    assert since_query("ws://h/ws/a?x=1", {}) == "ws://h/ws/a?x=1"
-    assert since_query("ws://h/ws/a?x=1&since=2", {"a": 7}) == "ws://h/ws/a?x=1&since=7"
-    assert since_query("ws://h/ws/a", {"a": 1, "b": 2}) == "ws://h/ws/a"
+    assert since_query("ws://h/ws/a?x=1", {}, {}) == "ws://h/ws/a?x=1"
+    assert since_query("ws://h/ws/a?x=1&since=2", {"a": 7}, {}) == "ws://h/ws/a?x=1&since=7"
+    assert since_query("ws://h/ws/a?since=2&epoch=old", {"a": 7}, {"a": "new"}) == (
+        "ws://h/ws/a?since=7&epoch=new"
+    )
+    assert since_query("ws://h/ws/a", {"a": 1, "b": 2}, {}) == "ws://h/ws/a"
 
 
 @pytest.fixture
@@ -240,4 +243,5 @@ async def test_server_restart_mid_stream_loses_and_repeats_nothing(
     assert [m["data"] for m in got] == list(range(total))
     assert [m["seq"] for m in got] == list(range(1, total + 1))
     assert client.connects >= 2
+    assert list(client.epochs) == ["live"]  # announced by the server, sent back on reconnect
     assert 1012 in [d.code for d in policy.seen] or None in [d.code for d in policy.seen]

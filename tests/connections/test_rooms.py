@@ -202,3 +202,31 @@ async def test_a_join_during_a_failing_subscribe_still_gets_the_room() -> None:
                 await await_for(lambda: rooms.get("1") is None, 5, "the first to go")
                 await ws.send_text("hello")
                 assert (await frames(ws, 1))[0]["data"] == {"text": "hello"}
+
+
+async def test_announce_tells_the_client_the_rooms_position_and_a_stale_epoch_is_refused() -> None:
+    async with RoomManager() as rooms:
+
+        async def endpoint(websocket: WebSocket) -> None:
+            since, epoch = websocket.query_params.get("since"), websocket.query_params.get("epoch")
+            async with rooms.connect(websocket) as conn:
+                await rooms.join(conn, "a", since=int(since) if since else None, epoch=epoch,
+                                 announce=True)  # fmt: skip
+                async for _ in conn:
+                    pass
+
+        app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+        for i in range(2):
+            await rooms.publish("a", i)
+        position = await rooms.position("a")
+        epoch = position[1]
+        assert position[0] == 2
+        async with websocket_session(app, "/ws") as ws:
+            assert await ws.receive_json() == {"type": "joined", "room": "a", "seq": 2,
+                                               "epoch": epoch}  # fmt: skip
+        async with websocket_session(app, f"/ws?since=1&epoch={epoch}") as ws:
+            assert [f.get("seq") for f in await frames(ws, 2)] == [2, 2]  # the replay, joined
+        async with websocket_session(app, "/ws?since=1&epoch=stale") as ws:
+            recovery, joined = await frames(ws, 2)
+    assert (recovery["type"], recovery["reason"]) == ("recovery_failed", "epoch changed")
+    assert joined["type"] == "joined" and joined["epoch"] == epoch

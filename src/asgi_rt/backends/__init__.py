@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Backend, BackendUnavailable, HistoryGap, Publication
+from .base import (
+    Backend,
+    BackendUnavailable,
+    HistoryGap,
+    PositionStore,
+    PresenceStore,
+    Publication,
+)
 from .memory import MemoryBackend
 
 __all__ = [
@@ -10,6 +17,8 @@ __all__ = [
     "BackendUnavailable",
     "HistoryGap",
     "MemoryBackend",
+    "PositionStore",
+    "PresenceStore",
     "Publication",
     "make_backend",
 ]

@@ -15,7 +15,14 @@ from typing import Protocol, Self, runtime_checkable
 
 from ..exceptions import AsgiRtError
 
-__all__ = ["Backend", "BackendUnavailable", "HistoryGap", "PresenceStore", "Publication"]
+__all__ = [
+    "Backend",
+    "BackendUnavailable",
+    "HistoryGap",
+    "PositionStore",
+    "PresenceStore",
+    "Publication",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,4 +104,13 @@ class PresenceStore(Protocol):
 
     async def presence(self, channel: str) -> dict[str, bytes]:
         """Every unexpired member of ``channel`` and its info."""
+        ...
+
+
+@runtime_checkable
+class PositionStore(Protocol):
+    """Where a channel's numbering stands (for telling a joining client what to resume from)."""
+
+    async def position(self, channel: str) -> tuple[int, str | None]:
+        """``(last seq, epoch)``; ``(0, None)`` for a channel nothing was published to."""
         ...

@@ -74,6 +74,9 @@ class MemoryBackend:
             raise RuntimeError("MemoryBackend is not started: use it as 'async with'")
         return self._receive
 
+    async def position(self, channel: str) -> tuple[int, str | None]:
+        return self._seq.get(channel, 0), self._epoch.get(channel)
+
     async def history(
         self, channel: str, since: int, epoch: str | None = None
     ) -> list[Publication]:

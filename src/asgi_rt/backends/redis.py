@@ -173,6 +173,11 @@ class RedisBackend:
             raise RuntimeError("RedisBackend is not started: use it as 'async with'")
         return self._receive
 
+    async def position(self, channel: str) -> tuple[int, str | None]:
+        keys = self._key(channel, "seq"), self._key(channel, "epoch")
+        seq, epoch = await self._guarded(self.client.mget(*keys), f"position of {channel!r}")
+        return int(seq or 0), None if epoch is None else _text(epoch)
+
     async def history(
         self, channel: str, since: int, epoch: str | None = None
     ) -> list[Publication]:

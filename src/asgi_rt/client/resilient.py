@@ -30,21 +30,25 @@ __all__ = ["ResilientClient", "since_query"]
 logger = logging.getLogger("asgi_rt.client")
 
 Token = str | Callable[[], Awaitable[str]]
-ResumeUrl = Callable[[str, Mapping[str, int]], str]
+ResumeUrl = Callable[[str, Mapping[str, int], Mapping[str, str]], str]
 OnConnect = Callable[[ClientConnection, Mapping[str, int]], Awaitable[None]]
 
 
-def since_query(url: str, positions: Mapping[str, int]) -> str:
-    """The default resume: with one room seen, reconnect to ``url?since=<its last seq>``.
+def since_query(url: str, positions: Mapping[str, int], epochs: Mapping[str, str]) -> str:
+    """The default resume: with one room seen, reconnect to ``url?since=<its last seq>``,
+    plus ``&epoch=`` when the server announced it (``join(..., announce=True)``).
 
-    That is what ``rooms.join(conn, room, since=...)`` on a ``/ws/{room}`` route expects.
-    A socket that joins several rooms resumes through ``on_connect`` instead.
+    That is what ``rooms.join(conn, room, since=..., epoch=...)`` on a ``/ws/{room}`` route
+    expects. A socket that joins several rooms resumes through ``on_connect`` instead.
     """
     if len(positions) != 1:
         return url
+    room, seq = next(iter(positions.items()))
     parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "since"]
-    query.append(("since", str(next(iter(positions.values())))))
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in {"since", "epoch"}]
+    query.append(("since", str(seq)))
+    if room in epochs:
+        query.append(("epoch", epochs[room]))
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -81,7 +85,8 @@ class ResilientClient:
         inbox_size: received messages held for the consumer; when full, reading from the
             socket stops (TCP backpressure), nothing is dropped.
         auth_timeout: seconds to wait for ``auth_ok``.
-        resume_url: ``(url, positions) -> url`` for each reconnect (default :func:`since_query`).
+        resume_url: ``(url, positions, epochs) -> url`` for each reconnect (default
+            :func:`since_query`).
         on_connect: ``async (ws, positions)`` after auth, e.g. to join rooms from ``positions``.
         **options: passed to ``websockets.asyncio.client.connect`` (headers, ping settings...).
     """
@@ -106,6 +111,7 @@ class ResilientClient:
         self._gave_up: ClientGaveUp | None = None
         self._task_group: TaskGroup | None = None
         self.positions: dict[str, int] = {}  # room -> last seq received
+        self.epochs: dict[str, str] = {}  # room -> its history's epoch, when announced
         self.connects = 0  # connections made (and authenticated)
         self.attempts = 0  # connection attempts
         self.last_disconnect: Disconnect | None = None
@@ -185,7 +191,7 @@ class ResilientClient:
         started: float | None = None
         code, reason, status = None, "", None
         try:
-            url = self._resume_url(self.url, self.positions)
+            url = self._resume_url(self.url, self.positions, self.epochs)
             ws = await connect(url, **self._options)
             started = time.monotonic()
             try:
@@ -241,9 +247,17 @@ class ResilientClient:
 
     def _first_time(self, message: dict[str, Any]) -> bool:
         """Track room positions; ``False`` for a publication already delivered."""
-        room, seq = message.get("room"), message.get("seq")
-        if message.get("type") == "recovery_failed" and isinstance(room, str):
+        room, seq, kind = message.get("room"), message.get("seq"), message.get("type")
+        if kind == "recovery_failed" and isinstance(room, str):
             self.positions.pop(room, None)  # the numbering may restart; take what comes
+            self.epochs.pop(room, None)
+            return True
+        if kind == "joined" and isinstance(room, str):
+            epoch = message.get("epoch")
+            if isinstance(epoch, str):
+                self.epochs[room] = epoch
+            if isinstance(seq, int):
+                self.positions.setdefault(room, seq)
             return True
         if not isinstance(room, str) or not isinstance(seq, int) or "data" not in message:
             return True

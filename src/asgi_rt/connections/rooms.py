@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
-from ..backends.base import PresenceStore
+from ..backends.base import PositionStore, PresenceStore
 from ._membership import Membership
 from ._presence import Presence, PresenceInfo, default_info
 from ._roomframe import RoomFrame, room_frame
@@ -90,13 +90,19 @@ class RoomManager(ConnectionManager):
         return frozenset(self._rooms.get(room, ()))
 
     async def join(
-        self, conn: Connection, room: str, *, since: int | None = None, epoch: str | None = None
-    ) -> None:
+        self, conn: Connection, room: str, *, since: int | None = None, epoch: str | None = None,
+        announce: bool = False,
+    ) -> None:  # fmt: skip
         """Add ``conn`` to ``room``; with ``since``, first replay what it missed after it.
 
         When the history cannot fill the gap (trimmed, or ``epoch`` is not the room's
         current one), the client gets ``{"type": "recovery_failed", "room": ...,
         "reason": ...}`` and then live messages: it should re-sync from its source of truth.
+
+        With ``announce``, the client is then sent ``{"type": "joined", "room": ..., "seq":
+        ..., "epoch": ...}`` (the room's position, see :meth:`position`): a client that
+        passes that epoch back on reconnect is told ``recovery_failed`` if the history was
+        lost meanwhile, instead of being resumed into a different numbering.
         """
         joined = self._joined.setdefault(conn, set())
         if room in joined:
@@ -110,6 +116,9 @@ class RoomManager(ConnectionManager):
         self._rooms.setdefault(room, {})[conn] = membership
         if since is not None:
             await self._replay(conn, room, membership, since, epoch)
+        if announce:
+            seq, room_epoch = await self.position(room)
+            await conn.send({"type": "joined", "room": room, "seq": seq, "epoch": room_epoch})
         if self._presence is not None:
             info = await self._presence.add(room, conn)
             await self._announce(room, {"type": "presence", "event": "join", "member": info})
@@ -130,6 +139,18 @@ class RoomManager(ConnectionManager):
             del self._rooms[room]
             self._seen.pop(room, None)
             await self.backend.unsubscribe(room)
+
+    async def position(self, room: str) -> tuple[int, str | None]:
+        """The room's last ``seq`` and its ``epoch`` on the backplane (``(0, None)`` before
+        its first publication).
+
+        Raises:
+            TypeError: the backend cannot tell (it is no :class:`PositionStore`).
+            BackendUnavailable: the backplane cannot be reached.
+        """
+        if not isinstance(self.backend, PositionStore):
+            raise TypeError(f"{type(self.backend).__name__} cannot tell a room's position")
+        return await self.backend.position(room)
 
     async def presence(self, room: str) -> dict[str, Any]:
         """Who is in ``room`` on every worker: ``{connection id: info}`` (needs ``presence=True``).
