@@ -30,13 +30,13 @@ def make_app(rooms: RoomManager, seen: Counter[str] | None = None) -> ASGIApp:
 
     async def room(websocket: WebSocket) -> None:
         counts[websocket.url.path] += 1
-        since = websocket.query_params.get("since")
+        since, epoch = websocket.query_params.get("since"), websocket.query_params.get("epoch")
         async with rooms.connect(websocket) as conn:
-            await rooms.join(
-                conn, websocket.path_params["room"], since=int(since) if since else None
-            )
+            room_name = websocket.path_params["room"]
+            resume = int(since) if since else None
+            await rooms.join(conn, room_name, since=resume, epoch=epoch, announce=True)
             async for text in conn.iter_text():
-                await rooms.publish(websocket.path_params["room"], text)
+                await rooms.publish(room_name, text)
 
     async def drop(websocket: WebSocket) -> None:
         counts[websocket.url.path] += 1

@@ -57,8 +57,10 @@ def app_server(serve: Callable[..., RunningServer]) -> tuple[RunningServer, Coun
 
 
 async def collect(client: ResilientClient, into: list[Any]) -> None:
+    """Every message but the server's ``joined`` announcements."""
     async for message in client:
-        into.append(message)
+        if not (isinstance(message, dict) and message.get("type") == "joined"):
+            into.append(message)
 
 
 async def test_a_server_that_drops_at_once_is_backed_off_not_hammered(
