@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms clean
+.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -55,7 +55,7 @@ system-deps:
 	  fi; \
 	fi
 
-bench: bench-fanout bench-memory bench-echo bench-rooms
+bench: bench-fanout bench-memory bench-echo bench-rooms bench-sse
 
 bench-fanout: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.fanout
@@ -68,6 +68,9 @@ bench-echo: $(VENV)/.installed-dev
 
 bench-rooms: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m bench.rooms
+
+bench-sse: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.sse
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -348,3 +348,19 @@ async def test_in_process_manager_close_writes_a_close_event(anyio_backend: str)
         await manager.close_all(1012, "service restart")
     assert driver.body.endswith(b'event: close\ndata: {"code":1012,"reason":"service restart"}\n\n')
     assert driver.sent[-1]["more_body"] is False
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_broadcast_is_framed_once_for_every_sse_member(anyio_backend: str) -> None:
+    manager, drivers = ConnectionManager(), [InProcess(), InProcess()]
+    async with anyio.create_task_group() as tg:
+        for driver in drivers:
+            tg.start_soon(EventStreamResponse(manager, heartbeat=None), SCOPE, driver.receive,
+                          driver.send)  # fmt: skip
+        await await_for(lambda: len(manager) == 2, what="registration")
+        await manager.broadcast("once")
+        for driver in drivers:
+            await driver.got_body.wait()
+            driver.disconnect.set()
+    first, second = (driver.sent[-1]["body"] for driver in drivers)
+    assert first == b"data: once\n\n" and first is second

@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
-from .connections._encode import compact_dumps
+from .connections._encode import Frame, compact_dumps
 from .connections._roomframe import RoomFrame
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
@@ -202,7 +202,7 @@ class EventStream:
     _receive = receive
 
     def encode(self, message: Message) -> bytes:
-        """One message as one event; a room publication's is built once and shared."""
+        """One message as one event, encoded once per message and shared by every member."""
         if isinstance(message, RoomFrame) and message.room == self._room:
             if message.cache is None:
                 message.cache = format_event(message["text"], id=f"{message.epoch}:{message.seq}")
@@ -210,10 +210,18 @@ class EventStream:
         if message["type"] == PREFRAMED:
             body: bytes = message["body"]
             return body
-        text = message.get("text")
-        if text is None:
-            text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
-        return format_event(text)
+        if isinstance(message, Frame):
+            if message.plain is None:
+                message.plain = _plain_event(message)
+            return message.plain
+        return _plain_event(message)
+
+
+def _plain_event(message: Message) -> bytes:
+    text = message.get("text")
+    if text is None:
+        text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
+    return format_event(text)
 
 
 PREFRAMED = "asgi_rt.sse.body"

@@ -6,18 +6,33 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ..types import WebSocketSendEvent
-
-__all__ = ["Dumps", "compact_dumps", "encode"]
+__all__ = ["Dumps", "Frame", "compact_dumps", "encode"]
 
 Dumps = Callable[[Any], str]
+
+
+class Frame(dict[str, Any]):
+    """A ``websocket.send`` message, shared by every recipient of one send or broadcast.
+
+    ``plain`` lets a transport that frames messages itself (SSE) keep its encoding here, so
+    that it, too, is built once per message rather than once per recipient.
+    """
+
+    __slots__ = ("plain",)
+
+    def __init__(self, text: str | None = None, data: bytes | None = None) -> None:
+        if data is None:
+            super().__init__(type="websocket.send", text=text)
+        else:
+            super().__init__(type="websocket.send", bytes=data)
+        self.plain: bytes | None = None
 
 
 def compact_dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode(data: Any, dumps: Dumps) -> tuple[WebSocketSendEvent, int]:
+def encode(data: Any, dumps: Dumps) -> tuple[Frame, int]:
     """Return the ``websocket.send`` message for ``data`` and its payload size in bytes.
 
     ``str`` goes as a text frame, ``bytes``-like as binary, ``dict``/``list`` as JSON text.
@@ -26,13 +41,13 @@ def encode(data: Any, dumps: Dumps) -> tuple[WebSocketSendEvent, int]:
         TypeError: for anything else.
     """
     if isinstance(data, str):
-        return {"type": "websocket.send", "text": data}, _utf8_len(data)
+        return Frame(data), _utf8_len(data)
     if isinstance(data, bytes | bytearray | memoryview):
         payload = bytes(data)
-        return {"type": "websocket.send", "bytes": payload}, len(payload)
+        return Frame(data=payload), len(payload)
     if isinstance(data, dict | list):
         text = dumps(data)
-        return {"type": "websocket.send", "text": text}, _utf8_len(text)
+        return Frame(text), _utf8_len(text)
     raise TypeError(f"expected str, bytes, dict or list to send, got {type(data).__name__}")
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+
+from ._encode import Frame
 
 __all__ = ["RoomFrame", "room_frame"]
 
 
-class RoomFrame(dict[str, Any]):
+class RoomFrame(Frame):
     """A ``websocket.send`` message that also says which publication it carries.
 
     Transports that frame messages themselves (SSE's ``id:`` field) read ``room``, ``seq``
@@ -19,7 +20,7 @@ class RoomFrame(dict[str, Any]):
     __slots__ = ("cache", "epoch", "room", "seq")
 
     def __init__(self, text: str, room: str, seq: int, epoch: str) -> None:
-        super().__init__(type="websocket.send", text=text)
+        super().__init__(text)
         self.room, self.seq, self.epoch = room, seq, epoch
         self.cache: bytes | None = None
 
