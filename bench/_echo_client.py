@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._fanout_client import machine_busy_s, percentile, process_cpu_s
+from ._meter import Meter
+from ._stats import percentile
 from ._wsclient import OP_CLOSE, OP_TEXT, Reactor, WSConn, http_get_json, mask_frame
 
 _perf_ns = time.perf_counter_ns
@@ -110,21 +110,15 @@ class EchoClient:
                 return {"error": f"warm-up timed out ({self.finished}/{cfg.clients} finished)"}
         self.latencies = []
         self.mismatches = 0
-        pid = cfg.server_pid
-        cpu0, srv0, all0 = time.process_time(), process_cpu_s(pid), machine_busy_s()
-        ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        polls0, events0 = self.reactor.polls, self.reactor.events
+        meter = Meter(self.reactor, cfg.server_pid)
         done, elapsed = self.run(cfg.round_trips)
-        cpu1, srv1, all1 = time.process_time(), process_cpu_s(pid), machine_busy_s()
-        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        usage = meter.stop(elapsed)
         lat = sorted(self.latencies)
         if not done:
             out["error"] = (
                 f"measured phase hit its {cfg.phase_limit:.0f} s limit "
                 f"({self.finished}/{cfg.clients} finished, {len(lat)} round trips)"
             )
-        client = cpu1 - cpu0
-        server = srv1 - srv0
         out.update(
             round_trips=len(lat),
             expected=cfg.clients * cfg.round_trips,
@@ -134,11 +128,7 @@ class EchoClient:
             p99_ms=percentile(lat, 0.99),
             max_ms=lat[-1] / 1e6 if lat else float("nan"),
             mismatches=self.mismatches,
-            client_cpu=client / elapsed,
-            client_sys=(ru1.ru_stime - ru0.ru_stime) / elapsed,
-            server_cpu=server / elapsed,
-            other_cpu=((all1 - all0) - client - server) / elapsed,
-            events_per_poll=(self.reactor.events - events0) / max(1, self.reactor.polls - polls0),
+            **usage,
         )
         return out
 

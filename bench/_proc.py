@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._pyspy import stop_py_spy
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 OUT_DIR = BENCH_DIR / "out"
@@ -112,11 +114,10 @@ class Server:
 
     def rss_kib(self) -> int:
         """The server's resident set size (VmRSS) in KiB."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        rss = vm_rss_kib(self.pid)
+        if rss < 0:
+            raise RuntimeError("no VmRSS")
+        return rss
 
     def problems(self) -> list[str]:
         """Lines of the server's stderr that look like errors or tracebacks."""
@@ -175,28 +176,56 @@ def run_client(
     return result, ""
 
 
-def write_json(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` to ``bench/out/<name>`` and say so; return the path."""
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    out = OUT_DIR / name
-    out.write_text(json.dumps(payload, indent=1))
-    print(f"wrote {out.relative_to(ROOT)}")
-    return out
+def client_session(
+    server: Server,
+    client: str,
+    config: Callable[[Server], dict[str, Any]],
+    session: dict[str, Any],
+    *,
+    timeout: float,
+    cpu: int | None,
+    linger: float = 0.3,
+    profile: Callable[[int], subprocess.Popen[bytes]] | None = None,
+    check: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> dict[str, Any]:
+    """Start ``server``, run ``python -m client '<config(server) as JSON>'``, stop the server.
+
+    Adds to ``session``: the client's result (or ``error``), the server's log and the
+    problems in it, the session's ``seconds``. ``profile(pid)`` starts py-spy on the server
+    (see ``bench._pyspy``), stopped when the client is done. ``check`` says what looks wrong
+    in a session that has a result (``session["checks"]``).
+    """
+    t0 = time.perf_counter()
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        with server:
+            if profile is not None:
+                spy = profile(server.pid)
+            result, error = run_client(client, json.dumps(config(server)), timeout=timeout, cpu=cpu)
+            if spy is not None:
+                session["profile_error"], session["py_spy"] = stop_py_spy(spy)
+            time.sleep(linger)  # let the server log whatever the clients leaving caused
+        session["server_log"] = str(server.log_path)
+        session["server_problems"] = server.problems()[:20]
+    except RuntimeError as exc:
+        result, error = None, str(exc)
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+    session["seconds"] = time.perf_counter() - t0
+    if result is not None:
+        session.update(result)
+    if error:
+        session["error"] = error
+    if check is not None:
+        session["checks"] = check(session) if result is not None else []
+    return session
 
 
-def check(name: str, value: float, op: str, target: float) -> str:
-    """A target line for the report: PASS, FAIL, or n/a when the value is NaN."""
-    ok = value >= target if op == ">=" else value <= target
-    verdict = "n/a " if value != value else ("PASS" if ok else "FAIL")
-    return f"{verdict}  {name}: {value:.2f} (target {op} {target:g})"
-
-
-def print_targets(checks: list[str], notes: list[str], heading: str = "") -> None:
-    """Print the target lines and any notes, the same way in every benchmark."""
-    print(f"\nTargets{heading} (reported, not tuned for):")
-    for line in checks:
-        print("  " + line)
-    if notes:
-        print("\nNotes:")
-        for line in notes:
-            print("  " + line)
+def vm_rss_kib(pid: int) -> int:
+    """The resident set size (VmRSS) of ``pid`` in KiB; -1 when it has none (a zombie)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1

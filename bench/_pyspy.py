@@ -1,4 +1,4 @@
-"""Summarise a ``py-spy record --format raw --threads --full-filenames`` profile.
+"""Run ``py-spy record --format raw --threads --full-filenames`` on a server; summarise it.
 
 Each line of the raw (collapsed) format is ``thread (tid): name;frame;...;frame count``,
 root first, a frame being ``function (file:line)``. py-spy leaves out idle samples (a
@@ -18,6 +18,10 @@ Two views:
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -52,6 +56,39 @@ LAYERS = frozenset(
         "redis_py",
     }
 )
+
+
+def start_py_spy(
+    pid: int, out: Path, rate: int, *, blocking: bool = False, native: bool = False
+) -> subprocess.Popen[bytes]:
+    """Attach py-spy to ``pid``, writing the raw profile to ``out`` once stopped.
+
+    By default it samples with ``--nonblocking`` (the server is never paused, but a stack
+    read while it changes is dropped or cut short); ``blocking`` pauses the server per
+    sample, which keeps whole stacks; ``native`` adds the C frames.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    py_spy = Path(sys.executable).with_name("py-spy")
+    cmd = [str(py_spy), "record", *([] if blocking else ["--nonblocking"])]
+    cmd += [*(["--native"] if native else []), "--format", "raw", "--threads"]
+    cmd += ["--full-filenames", "--rate", str(rate), "--pid", str(pid), "-o", str(out)]
+    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    time.sleep(0.5)  # attached before the client starts
+    return spy
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes]) -> tuple[str, dict[str, int]]:
+    """Stop py-spy (it writes its output on SIGINT): (error if it failed, its sample counts)."""
+    spy.send_signal(signal.SIGINT)
+    try:
+        out, _ = spy.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        return "py-spy did not stop", {}
+    text = out.decode(errors="replace")
+    m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
+    counts = {"samples": int(m[1]), "errors": int(m[2])} if m else {}
+    return ("" if spy.returncode == 0 else text[-500:]), counts
 
 
 def category(filename: str) -> str:
@@ -134,8 +171,12 @@ def print_profile(s: dict[str, Any]) -> None:
     print(f"  owner (layer that asked for it): {row(s['owner'])}")
     print(f"  asgi_rt-owned, by what ran: {row(s['asgi_rt_owned_by_leaf'])}")
     print("  asgi_rt functions (innermost asgi_rt frame, own work + OTel/prometheus/stdlib calls):")
-    for name, share in s["asgi_rt_functions"]:
-        print(f"    {share:5.1f}%  {name}")
+    print_shares(s["asgi_rt_functions"])
     print("  top self functions:")
-    for name, share in s["top_self_functions"]:
+    print_shares(s["top_self_functions"])
+
+
+def print_shares(shares: list[tuple[str, float]]) -> None:
+    """One indented line per ``(name, percent)``."""
+    for name, share in shares:
         print(f"    {share:5.1f}%  {name}")

@@ -29,16 +29,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ._fanout_client import (
-    SIO_OFFSET,
-    SIO_PATH,
-    machine_busy_s,
-    percentile,
-    process_cpu_s,
-)
+from ._broadcast_client import message
+from ._fanout_client import SIO_PATH, send_broadcast, sio_handler
+from ._meter import machine_busy_s, process_cpu_s
+from ._stats import percentile
 from ._wsclient import Reactor, WSConn, http_get_json, raise_nofile_limit
 
-_C0, _C2, _C4 = ord("0"), ord("2"), ord("4")
 ROOM_PREFIX = b'{"room":"r","seq":'
 _RP = len(ROOM_PREFIX)
 _DATA = len(b',"data":"')
@@ -77,23 +73,17 @@ class RoomsClient:
         self.publisher: WSConn | None = None
         self.lost = 0
         self.duplicates = 0
-        self.gaps = 0
         self.room_seq_mismatch = 0
         self.room_seq_offsets: set[int] = set()
         self.unexpected: list[str] = []
+        self.on_sio_frame = sio_handler(self._deliver)
 
     # frame handlers (the hot path) ----------------------------------------------------------
 
     def _deliver(self, conn: WSConn, seq: int, now: int) -> None:
-        last = conn.last_seq
-        if seq == last:
+        if not conn.track(seq):
             self.duplicates += 1
             return
-        if seq < last:
-            conn.misordered += 1
-        elif seq > last + 1 and last >= 0:
-            self.gaps += 1
-        conn.last_seq = seq
         self.counts[seq] += 1
         if self.measured[seq]:
             self.lat[conn.tag].append(now - self.pub_ns[seq])
@@ -114,19 +104,6 @@ class RoomsClient:
         elif len(self.unexpected) < 10:
             self.unexpected.append(data[start:end][:200].decode(errors="replace"))
 
-    def on_sio_frame(self, conn: WSConn, data: bytes, start: int, end: int, now: int) -> None:
-        first = data[start]
-        if first == _C4:
-            second = data[start + 1]
-            if second == _C2:
-                self._deliver(conn, int(data[start + SIO_OFFSET : start + SIO_OFFSET + 7]), now)
-            elif second == _C0:  # CONNECT accepted: the connect handler joined the room
-                conn.ready = True
-        elif first == _C2:  # Engine.IO ping
-            conn.send_text(b"3")
-        elif first == _C0:  # Engine.IO open: join the default namespace
-            conn.send_text(b'40{"pub":1}' if conn.tag == "publisher" else b"40")
-
     def on_receiver_lost(self, conn: WSConn) -> None:
         self.lost += 1
         self.expected -= 1
@@ -140,19 +117,12 @@ class RoomsClient:
             path, handler = ("/pub" if tag == "publisher" else "/ws"), self.on_frame
         conns = [self.reactor.open(port, path, handler, tag=tag) for _ in range(n)]
         # receivers: wait until they are room members ("joined" / socket.io CONNECT reply)
-        wait_ready = self.sio or tag != "publisher"
-        if not self.reactor.run_until(
-            lambda: (
-                all(c.ready if wait_ready else c.opened for c in conns)
-                or any(c.closed for c in conns)
-            ),
-            20.0,
-        ):
-            raise RuntimeError(f"{tag} on port {port}: handshake/join timed out")
-        for c in conns:
-            if c.closed:
-                raise RuntimeError(f"{tag} on port {port}: connection failed: {c.error}")
-        return conns
+        return self.reactor.wait_ready(
+            conns,
+            f"{tag} on port {port}",
+            joined=self.sio or tag != "publisher",
+            timed_out="handshake/join timed out",
+        )
 
     def connect_all(self) -> float:
         t0 = time.perf_counter()
@@ -178,15 +148,8 @@ class RoomsClient:
     def broadcast(self) -> bool:
         seq = self.seq
         self.seq += 1
-        now = time.perf_counter_ns()
-        body = b"%07d %019d " % (seq, now)
-        body += b"x" * (self.cfg.payload - len(body))
-        self.pub_ns[seq] = now
-        assert self.publisher is not None
-        if self.sio:
-            self.publisher.send_text(b'42["pub","' + body + b'"]')
-        else:
-            self.publisher.send_text(body)
+        self.pub_ns[seq], body = message(seq, self.cfg.payload)
+        send_broadcast(self.publisher, body, self.sio)
         counts = self.counts
         return self.reactor.run_until(
             lambda: counts[seq] >= self.expected, self.cfg.broadcast_timeout
@@ -273,7 +236,7 @@ class RoomsClient:
             receivers_lost=self.lost,
             duplicates=self.duplicates,
             misordered=sum(r.misordered for r in self.receivers),
-            gaps=self.gaps,
+            gaps=sum(r.gaps for r in self.receivers),
             room_seq_mismatch=self.room_seq_mismatch,
             room_seq_offsets=sorted(self.room_seq_offsets)[:10],
             unexpected_frames=self.unexpected,

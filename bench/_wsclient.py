@@ -23,11 +23,19 @@ import struct
 import time
 import urllib.request
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["Reactor", "WSConn", "http_get_json", "mask_frame", "raise_nofile_limit"]
+__all__ = [
+    "Reactor",
+    "WSConn",
+    "http_get_json",
+    "mask_frame",
+    "raise_nofile_limit",
+    "status_line",
+]
 
 FrameHandler = Callable[["WSConn", bytes, int, int, int], None]
+Conn = TypeVar("Conn", bound="WSConn")
 
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 RECV_SIZE = 262144
@@ -59,6 +67,11 @@ def mask_frame(opcode: int, payload: bytes) -> bytes:
     return head + key + (int.from_bytes(payload, "big") ^ stream).to_bytes(n, "big")
 
 
+def status_line(head: bytes) -> bytes:
+    """The first line of an HTTP response ``head`` (which has at least one CRLF)."""
+    return head[: head.find(b"\r\n")]
+
+
 def http_get_json(port: int, path: str, *, timeout: float = 10.0) -> Any:
     """GET ``http://127.0.0.1:{port}{path}`` and decode the JSON body (blocking)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
@@ -76,6 +89,7 @@ class WSConn:
         "error",
         "fd",
         "frames",
+        "gaps",
         "last_seq",
         "misordered",
         "on_frame",
@@ -106,11 +120,37 @@ class WSConn:
         self.error: str | None = None
         self.close_code: int | None = None
         self.frames = 0  # data frames received
-        self.last_seq = -1  # for the benchmark's per-connection order check
+        self.last_seq = -1  # the benchmark's per-connection order check: see track()
         self.misordered = 0
+        self.gaps = 0
 
-    def feed(self, data: bytes, now: int) -> None:
-        """Parse what the socket delivered: the 101 response, then frames."""
+    def track(self, seq: int) -> bool:
+        """Take ``seq`` as the latest sequence number this connection got.
+
+        False if it repeats the last one; counts one that goes back (``misordered``) or
+        skips ahead (``gaps``, not before the first).
+        """
+        last = self.last_seq
+        if seq == last:
+            return False
+        if seq < last:
+            self.misordered += 1
+        elif seq > last + 1 and last >= 0:
+            self.gaps += 1
+        self.last_seq = seq
+        return True
+
+    def refusal(self, head: bytes) -> str | None:
+        """Why the response ``head`` (through its first CRLF at least) refuses us, if it does."""
+        if head.startswith(b"HTTP/1.1 101"):
+            return None
+        return f"handshake refused: {status_line(head)!r}"
+
+    def _unbuffer(self, data: bytes) -> bytes:
+        """What was held back, then ``data``, past the response head.
+
+        ``b""`` while the head is incomplete (held back) or once it refused us (closed).
+        """
         if self._buf:
             data = self._buf + data
             self._buf = b""
@@ -118,15 +158,21 @@ class WSConn:
             end = data.find(b"\r\n\r\n")
             if end < 0:
                 self._buf = data
-                return
-            status = data[: data.find(b"\r\n")]
-            if not status.startswith(b"HTTP/1.1 101"):
-                self.error = f"handshake refused: {status!r}"
+                return b""
+            error = self.refusal(data[: end + 2])
+            if error is not None:
+                self.error = error
                 self.reactor.close(self)
-                return
+                return b""
             self._handshake = False
             self.opened = True
             data = data[end + 4 :]
+        return data
+
+    def feed(self, data: bytes, now: int) -> None:
+        """Parse what the socket delivered: the 101 response, then frames."""
+        if self._buf or self._handshake:
+            data = self._unbuffer(data)
         n = len(data)
         pos = 0
         while n - pos >= 2:
@@ -201,6 +247,27 @@ class Reactor:
         # 256 KiB per call and shrink it, i.e. page faults and munmap per frame.
         self._view = memoryview(bytearray(RECV_SIZE))
 
+    def connect(
+        self,
+        port: int,
+        make: Callable[[socket.socket], Conn],
+        *,
+        rcvbuf: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> Conn:
+        """Connect (blocking, loopback is quick); ``make(sock)`` is read by :meth:`poll`."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connect, so the window is small from the start
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(10.0)
+        sock.connect((host, port))
+        sock.setblocking(False)
+        conn = make(sock)
+        self.conns[conn.fd] = conn
+        self.epoll.register(conn.fd, select.EPOLLIN)
+        return conn
+
     def open(
         self,
         port: int,
@@ -211,20 +278,13 @@ class Reactor:
         rcvbuf: int | None = None,
         host: str = "127.0.0.1",
     ) -> WSConn:
-        """Connect (blocking, loopback is quick) and send the upgrade request.
+        """Connect and send the upgrade request.
 
         The 101 is read by :meth:`poll`; wait for ``conn.opened``.
         """
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect, so the window is small from the start
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(10.0)
-        sock.connect((host, port))
-        sock.setblocking(False)
-        conn = WSConn(self, sock, on_frame, tag)
-        self.conns[conn.fd] = conn
-        self.epoll.register(conn.fd, select.EPOLLIN)
+        conn = self.connect(
+            port, lambda sock: WSConn(self, sock, on_frame, tag), rcvbuf=rcvbuf, host=host
+        )
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
@@ -267,6 +327,34 @@ class Reactor:
                 return done()
             self.poll(min(left, 0.05))
         return True
+
+    def wait_ready(
+        self,
+        conns: list[Conn],
+        label: str,
+        *,
+        joined: bool = False,
+        timed_out: str = "handshake timed out",
+        failed: str = "connection failed",
+        timeout: float = 20.0,
+    ) -> list[Conn]:
+        """Poll until every one of ``conns`` is open (``joined``: also ``ready``); return them.
+
+        Raises:
+            RuntimeError: ``"<label>: <timed_out>"`` after ``timeout`` seconds, or
+                ``"<label>: <failed>: <error>"`` as soon as one of them has closed.
+        """
+        if not self.run_until(
+            lambda: (
+                all(c.ready if joined else c.opened for c in conns) or any(c.closed for c in conns)
+            ),
+            timeout,
+        ):
+            raise RuntimeError(f"{label}: {timed_out}")
+        for c in conns:
+            if c.closed:
+                raise RuntimeError(f"{label}: {failed}: {c.error}")
+        return conns
 
     def pause(self, conn: WSConn) -> None:
         """Stop reading ``conn`` (its kernel receive buffer then fills)."""

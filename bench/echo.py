@@ -36,19 +36,17 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import re
-import signal
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server, check, pin_cpus, print_targets, run_client, write_json
-from ._pyspy import print_profile, summarize_raw
+from ._proc import OUT_DIR, ROOT, Server, client_session, pin_cpus
+from ._pyspy import print_profile, start_py_spy, summarize_raw
+from ._report import check, print_targets, run_each, write_json
+from ._stats import fmt, med
 from .echo_server import EXTRA_VARIANTS, VARIANTS
 
 WS_IMPLS = ("websockets-sansio", "websockets")  # uvicorn's default first
@@ -113,66 +111,28 @@ def run_session(
 ) -> dict[str, Any]:
     server_cpu, client_cpu = pin_cpus(plan.pin)
     tag = f"echo-{ws}-{variant}-r{rnd}"
-    session: dict[str, Any] = {"ws": ws, "variant": variant, "round": rnd}
-    session["clients"] = plan.clients
-    t0 = time.perf_counter()
-    spy: subprocess.Popen[bytes] | None = None
-    try:
-        with Server(variant, ws, tag=tag, cpu=server_cpu, module="bench.echo_server") as server:
-            if profile_to is not None:
-                spy = start_py_spy(server.pid, profile_to, plan.profile_rate)
-            config = {
-                "port": server.port,
-                "server_pid": server.pid,
-                "clients": plan.clients,
-                "round_trips": plan.round_trips,
-                "warmup": plan.warmup,
-                "payload": plan.payload,
-            }
-            result, error = run_client(
-                "bench._echo_client", json.dumps(config), timeout=240, cpu=client_cpu
-            )
-            if spy is not None:
-                session["profile_error"], session["py_spy"] = stop_py_spy(spy)
-            time.sleep(0.2)  # let the server log whatever the clients leaving caused
-        session["server_log"] = str(server.log_path)
-        session["server_problems"] = server.problems()[:20]
-    except RuntimeError as exc:
-        result, error = None, str(exc)
-    finally:
-        if spy is not None and spy.poll() is None:
-            spy.kill()
-    session["seconds"] = time.perf_counter() - t0
-    if result is not None:
-        session.update(result)
-    if error:
-        session["error"] = error
-    session["checks"] = check_session(session) if result is not None else []
-    return session
-
-
-def start_py_spy(pid: int, out: Path, rate: int) -> subprocess.Popen[bytes]:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    py_spy = Path(sys.executable).with_name("py-spy")
-    cmd = [str(py_spy), "record", "--nonblocking", "--format", "raw", "--threads"]
-    cmd += ["--full-filenames", "--rate", str(rate), "--pid", str(pid), "-o", str(out)]
-    spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    time.sleep(0.5)  # attached before the client starts
-    return spy
-
-
-def stop_py_spy(spy: subprocess.Popen[bytes]) -> tuple[str, dict[str, int]]:
-    """Stop py-spy (it writes its output on SIGINT): (error if it failed, its sample counts)."""
-    spy.send_signal(signal.SIGINT)
-    try:
-        out, _ = spy.communicate(timeout=20)
-    except subprocess.TimeoutExpired:
-        spy.kill()
-        return "py-spy did not stop", {}
-    text = out.decode(errors="replace")
-    m = re.search(r"Samples: (\d+) Errors: (\d+)", text)
-    counts = {"samples": int(m[1]), "errors": int(m[2])} if m else {}
-    return ("" if spy.returncode == 0 else text[-500:]), counts
+    session = {"ws": ws, "variant": variant, "round": rnd, "clients": plan.clients}
+    config = {
+        "clients": plan.clients,
+        "round_trips": plan.round_trips,
+        "warmup": plan.warmup,
+        "payload": plan.payload,
+    }
+    return client_session(
+        Server(variant, ws, tag=tag, cpu=server_cpu, module="bench.echo_server"),
+        "bench._echo_client",
+        lambda server: {"port": server.port, "server_pid": server.pid, **config},
+        session,
+        timeout=240,
+        cpu=client_cpu,
+        linger=0.2,
+        profile=(
+            None
+            if profile_to is None
+            else lambda pid: start_py_spy(pid, profile_to, plan.profile_rate)
+        ),
+        check=check_session,
+    )
 
 
 def check_session(s: dict[str, Any]) -> list[str]:
@@ -220,15 +180,6 @@ def check_session(s: dict[str, Any]) -> list[str]:
 
 
 # reporting ---------------------------------------------------------------------------------
-
-
-def med(values: list[float]) -> float:
-    clean = [v for v in values if v == v]  # drop NaN
-    return statistics.median(clean) if clean else float("nan")
-
-
-def fmt(x: float, spec: str = ".2f") -> str:
-    return "n/a" if x != x else format(x, spec)
 
 
 KEYS = ("rt_per_s", "p50_ms", "p99_ms", "server_cpu", "client_cpu", "other_cpu", "events_per_poll")
@@ -359,26 +310,23 @@ def source_digest() -> dict[str, str]:
     return out
 
 
+def status_line(session: dict[str, Any]) -> str:
+    return session.get("error") or (
+        f"{session.get('rt_per_s', 0):.0f} rt/s, p99 {session.get('p99_ms', 0):.1f} "
+        f"ms, other cpu {session.get('other_cpu', 0):.2f}"
+    )
+
+
 def run_benchmark(plan: Plan) -> int:
     t0 = time.perf_counter()
     sources = source_digest()
-    sessions: list[dict[str, Any]] = []
-    total = len(plan.ws_impls) * plan.rounds * len(plan.variants)
-    for ws in plan.ws_impls:
-        for rnd in range(1, plan.rounds + 1):
-            for variant in plan.variants:
-                session = run_session(plan, ws, variant, rnd)
-                sessions.append(session)
-                status = session.get("error") or (
-                    f"{session.get('rt_per_s', 0):.0f} rt/s, p99 {session.get('p99_ms', 0):.1f} "
-                    f"ms, other cpu {session.get('other_cpu', 0):.2f}"
-                )
-                print(
-                    f"[{len(sessions)}/{total}] {ws:<18} round {rnd} {variant:<15} "
-                    f"{session['seconds']:5.1f} s  {status}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    runs = [
+        (f"{ws:<18} round {rnd} {variant:<15}", partial(run_session, plan, ws, variant, rnd))
+        for ws in plan.ws_impls
+        for rnd in range(1, plan.rounds + 1)
+        for variant in plan.variants
+    ]
+    sessions = run_each(runs, status_line)
     summary = summarize(plan, sessions)
     checks = print_report(plan, summary)
     elapsed = time.perf_counter() - t0

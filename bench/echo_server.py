@@ -28,12 +28,9 @@ listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
-import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +42,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ._serve import app_for_variant, serve
 
 VARIANTS = ("bare", "telemetry_0.01", "telemetry_1.0", "otel_asgi", "router")
 EXTRA_VARIANTS = ("telemetry_0.0", "telemetry_1.0_noproc")
@@ -166,7 +165,6 @@ def otel_asgi_app() -> ASGIApp:
 
 def make_app() -> ASGIApp:
     """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
-    variant = os.environ.get("BENCH_VARIANT", "bare")
     factories: dict[str, Callable[[], ASGIApp]] = {
         "bare": bare_app,
         "telemetry_0.01": lambda: telemetry_app(0.01),
@@ -176,28 +174,15 @@ def make_app() -> ASGIApp:
         "telemetry_0.0": lambda: telemetry_app(0.0),
         "telemetry_1.0_noproc": lambda: telemetry_app(1.0, processor=False),
     }
-    if variant not in factories:
-        names = ", ".join((*VARIANTS, *EXTRA_VARIANTS))
-        raise SystemExit(f"BENCH_VARIANT must be one of {names}, not {variant!r}")
-    return factories[variant]()
+    return app_for_variant(factories, "bare")
 
 
 def main() -> None:
-    import uvicorn
-
-    from .fanout_server import _listener, _serve
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    config = uvicorn.Config(
+    serve(
         "bench.echo_server:make_app",
-        factory=True,
         ws=os.environ.get("BENCH_WS", "websockets-sansio"),
-        log_level="warning",
         lifespan="off",
-        timeout_graceful_shutdown=2,
     )
-    asyncio.run(_serve(uvicorn.Server(config), [_listener(None)]))
-    sys.exit(0)
 
 
 if __name__ == "__main__":

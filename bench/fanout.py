@@ -36,33 +36,35 @@ client-bound. ``other_cpu`` is what the rest of the machine used meanwhile.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any
 
-from ._proc import Server, check, pin_cpus, print_targets, run_client, write_json
+from ._broadcast import (
+    FanoutPlan,
+    client_config,
+    failures,
+    healthy_status,
+    phase_medians,
+    phases_for,
+    print_healthy,
+    row_notes,
+    stalled_cells,
+    stalled_table,
+)
+from ._proc import Server, client_session, pin_cpus
+from ._report import check, print_targets, run_each, write_json
+from ._stats import NAN, fmt, ratio
 
 VARIANTS = ("asgi_rt", "naive", "queue_writer", "socketio")
 WS_IMPLS = ("websockets-sansio", "websockets")  # uvicorn's default first
 
 
 @dataclass
-class Plan:
-    receivers: int
-    broadcasts: int
-    warmup: int
-    stalled_broadcasts: int
-    payload: int
-    stalled_payload: int
-    rounds: int
-    variants: tuple[str, ...]
+class Plan(FanoutPlan):
     ws_impls: tuple[str, ...]
-    stalled_variants: tuple[str, ...]
-    sndbuf: int
-    pin: bool
 
 
 def parse_args(argv: list[str] | None = None) -> Plan:
@@ -106,80 +108,21 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     )
 
 
-def phases_for(plan: Plan, variant: str) -> list[dict[str, Any]]:
-    phases: list[dict[str, Any]] = [
-        {
-            "name": "healthy",
-            "payload": plan.payload,
-            "warmup": plan.warmup,
-            "broadcasts": plan.broadcasts,
-        },
-    ]
-    if variant in plan.stalled_variants:
-        common = {
-            "payload": plan.stalled_payload,
-            "warmup": plan.warmup,
-            "broadcasts": plan.stalled_broadcasts,
-        }
-        phases.append({"name": "baseline", **common})
-        phases.append({"name": "stalled", **common, "stalled": True})
-    return phases
-
-
 def run_session(plan: Plan, ws: str, variant: str, rnd: int) -> dict[str, Any]:
     server_cpu, client_cpu = pin_cpus(plan.pin)
     tag = f"fanout-{ws}-{variant}-r{rnd}"
-    session: dict[str, Any] = {"ws": ws, "variant": variant, "round": rnd}
-    t0 = time.perf_counter()
-    try:
-        with Server(variant, ws, tag=tag, sndbuf=plan.sndbuf, cpu=server_cpu) as server:
-            config = {
-                "port": server.port,
-                "stall_port": server.stall_port,
-                "server_pid": server.pid,
-                "variant": variant,
-                "receivers": plan.receivers,
-                "phases": phases_for(plan, variant),
-            }
-            result, error = run_client(
-                "bench._fanout_client", json.dumps(config), timeout=240, cpu=client_cpu
-            )
-            time.sleep(0.3)  # let the server log whatever the clients leaving caused
-        session["server_log"] = str(server.log_path)
-        session["server_problems"] = server.problems()[:20]
-    except RuntimeError as exc:
-        result, error = None, str(exc)
-    session["seconds"] = time.perf_counter() - t0
-    if result is not None:
-        session.update(result)
-    if error:
-        session["error"] = error
-    return session
+    server = Server(variant, ws, tag=tag, sndbuf=plan.sndbuf, cpu=server_cpu)
+    return client_session(
+        server,
+        "bench._fanout_client",
+        lambda server: client_config(server, plan, variant, phases_for(plan, variant)),
+        {"ws": ws, "variant": variant, "round": rnd},
+        timeout=240,
+        cpu=client_cpu,
+    )
 
 
 # reporting ---------------------------------------------------------------------------------
-
-
-def med(values: list[float]) -> float:
-    clean = [v for v in values if v == v]  # drop NaN
-    return statistics.median(clean) if clean else float("nan")
-
-
-def phase_values(sessions: list[dict[str, Any]], phase: str, key: str) -> list[float]:
-    out = []
-    for s in sessions:
-        p = s.get("phases", {}).get(phase)
-        if p is not None and key in p:
-            out.append(float(p[key]))
-    return out
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and a == a and b == b else float("nan")
-
-
-def fmt(x: float, spec: str = ".2f") -> str:
-    return "n/a" if x != x else format(x, spec)
 
 
 def summarize(plan: Plan, sessions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -188,35 +131,11 @@ def summarize(plan: Plan, sessions: list[dict[str, Any]]) -> dict[str, Any]:
         per: dict[str, Any] = {}
         for variant in plan.variants:
             runs = [s for s in sessions if s["ws"] == ws and s["variant"] == variant]
-            row: dict[str, Any] = {"rounds": len(runs)}
-            for phase in ("healthy", "baseline", "stalled"):
-                keys = (
-                    "msgs_per_s",
-                    "p50_ms",
-                    "p99_ms",
-                    "completeness",
-                    "client_cpu",
-                    "server_cpu",
-                    "other_cpu",
-                    "events_per_poll",
-                )
-                values = {k: med(phase_values(runs, phase, k)) for k in keys}
-                if any(v == v for v in values.values()):
-                    row[phase] = values
+            row: dict[str, Any] = {"rounds": len(runs), **phase_medians(runs)}
             stalled = [s["phases"]["stalled"] for s in runs if "stalled" in s.get("phases", {})]
             if stalled:
                 row["stalled_outcomes"] = [describe_stall(variant, p) for p in stalled]
-            row["errors"] = [s["error"] for s in runs if s.get("error")]
-            row["errors"] += [
-                f"{phase}: {p['error']}"
-                for s in runs
-                for phase, p in s.get("phases", {}).items()
-                if p.get("error")
-            ]
-            row["server_problems"] = sorted(
-                {line for s in runs for line in s.get("server_problems", [])}
-            )[:10]
-            per[variant] = row
+            per[variant] = {**row, **failures(runs)}
         summary[ws] = per
     return summary
 
@@ -260,156 +179,100 @@ def print_report(plan: Plan, summary: dict[str, Any]) -> list[str]:
     """Print the tables; return the target checks (also printed)."""
     checks: list[str] = []
     for ws, per in summary.items():
-        print(
-            f"\n== uvicorn --ws {ws}: healthy fan-out, {plan.receivers} receivers, "
-            f"{plan.broadcasts} broadcasts x {plan.payload} B, median of {plan.rounds} rounds"
-        )
-        naive = per.get("naive", {}).get("healthy", {})
-        head = (
-            "variant",
-            "msgs/s",
-            "p50 ms",
-            "p99 ms",
-            "complete",
-            "thr/naive",
-            "p99/naive",
-            "cli cpu",
-            "srv cpu",
-        )
-        print("{:<14}{:>10}{:>9}{:>9}{:>10}{:>11}{:>11}{:>9}{:>9}".format(*head))
-        for variant, row in per.items():
-            h = row.get("healthy")
-            if not h:
-                print(f"{variant:<14}  FAILED: {'; '.join(row['errors'])[:200]}")
-                continue
-            print(
-                f"{variant:<14}{h['msgs_per_s']:>10.0f}{h['p50_ms']:>9.2f}{h['p99_ms']:>9.2f}"
-                f"{h['completeness'] * 100:>9.1f}%"
-                f"{fmt(ratio(h['msgs_per_s'], naive.get('msgs_per_s', float('nan')))):>11}"
-                f"{fmt(ratio(h['p99_ms'], naive.get('p99_ms', float('nan')))):>11}"
-                f"{h['client_cpu']:>9.2f}{h['server_cpu']:>9.2f}"
-            )
-        a = per.get("asgi_rt", {}).get("healthy", {})
-        s = per.get("socketio", {}).get("healthy", {})
-        if a and s:
-            print(
-                f"asgi_rt / socketio: throughput {ratio(a['msgs_per_s'], s['msgs_per_s']):.2f}x, "
-                f"p99 {ratio(a['p99_ms'], s['p99_ms']):.2f}x"
-            )
-
-        stalled_rows = {v: r for v, r in per.items() if "stalled" in r}
-        if stalled_rows:
-            print(
-                f"\n-- {ws}: one stalled peer among {plan.receivers}, {plan.stalled_broadcasts} "
-                f"broadcasts x {plan.stalled_payload} B (baseline: same session, no stalled peer)"
-            )
-            print(
-                "{:<14}{:>10}{:>13}{:>13}{:>10}  {}".format(
-                    "variant",
-                    "healthy",
-                    "p99 base ms",
-                    "p99 stall ms",
-                    "p99 ratio",
-                    "publisher / stalled peer (round 1)",
-                )
-            )
-            for variant, row in stalled_rows.items():
-                b, st = row.get("baseline", {}), row["stalled"]
-                print(
-                    f"{variant:<14}{st['completeness'] * 100:>9.1f}%"
-                    f"{fmt(b.get('p99_ms', float('nan'))):>13}{fmt(st['p99_ms']):>13}"
-                    f"{fmt(ratio(st['p99_ms'], b.get('p99_ms', float('nan')))):>10}  "
-                    f"{row['stalled_outcomes'][0]}"
-                )
-
-        if a and naive:
-            checks.append(
-                check(
-                    f"[{ws}] asgi_rt throughput vs naive",
-                    ratio(a["msgs_per_s"], naive["msgs_per_s"]),
-                    ">=",
-                    1.0,
-                )
-            )
-            checks.append(
-                check(
-                    f"[{ws}] asgi_rt p99 vs naive", ratio(a["p99_ms"], naive["p99_ms"]), "<=", 1.5
-                )
-            )
-        if a and s:
-            checks.append(
-                check(
-                    f"[{ws}] asgi_rt throughput vs socketio",
-                    ratio(a["msgs_per_s"], s["msgs_per_s"]),
-                    ">=",
-                    4.0,
-                )
-            )
-        ar = per.get("asgi_rt", {})
-        if "stalled" in ar and "baseline" in ar:
-            checks.append(
-                check(
-                    f"[{ws}] asgi_rt healthy completeness with a stalled peer",
-                    ar["stalled"]["completeness"],
-                    ">=",
-                    1.0,
-                )
-            )
-            checks.append(
-                check(
-                    f"[{ws}] asgi_rt p99 with / without the stalled peer",
-                    ratio(ar["stalled"]["p99_ms"], ar["baseline"]["p99_ms"]),
-                    "<=",
-                    1.5,
-                )
-            )
+        checks += print_ws(plan, ws, per)
     print_targets(checks, notes_for(summary))
     return checks
+
+
+def print_ws(plan: Plan, ws: str, per: dict[str, Any]) -> list[str]:
+    """The tables of one ``--ws`` implementation; return its target checks."""
+    print(
+        f"\n== uvicorn --ws {ws}: healthy fan-out, {plan.receivers} receivers, "
+        f"{plan.broadcasts} broadcasts x {plan.payload} B, median of {plan.rounds} rounds"
+    )
+    naive = per.get("naive", {}).get("healthy", {})
+
+    def vs_naive(row: dict[str, Any], h: dict[str, Any]) -> tuple[str, str]:
+        thr = ratio(h["msgs_per_s"], naive.get("msgs_per_s", NAN))
+        return fmt(thr), fmt(ratio(h["p99_ms"], naive.get("p99_ms", NAN)))
+
+    line = "{:<14}{:>10}{:>9}{:>9}{:>10}{:>11}{:>11}{:>9}{:>9}"
+    print_healthy(per, line, ("thr/naive", "p99/naive"), vs_naive)
+    a = per.get("asgi_rt", {}).get("healthy", {})
+    s = per.get("socketio", {}).get("healthy", {})
+    if a and s:
+        print(
+            f"asgi_rt / socketio: throughput {ratio(a['msgs_per_s'], s['msgs_per_s']):.2f}x, "
+            f"p99 {ratio(a['p99_ms'], s['p99_ms']):.2f}x"
+        )
+    print_stalled(plan, ws, per)
+    return checks_for(ws, per)
+
+
+def print_stalled(plan: Plan, ws: str, per: dict[str, Any]) -> None:
+    heading = (
+        f"\n-- {ws}: one stalled peer among {plan.receivers}, {plan.stalled_broadcasts} "
+        f"broadcasts x {plan.stalled_payload} B (baseline: same session, no stalled peer)"
+    )
+    line = "{:<14}{:>10}{:>13}{:>13}{:>10}  {}"
+    rows = stalled_table(per, heading, line, ("publisher / stalled peer (round 1)",))
+    for variant, row in rows.items():
+        print(line.format(variant, *stalled_cells(row), row["stalled_outcomes"][0]))
+
+
+def checks_for(ws: str, per: dict[str, Any]) -> list[str]:
+    naive = per.get("naive", {}).get("healthy", {})
+    a = per.get("asgi_rt", {}).get("healthy", {})
+    s = per.get("socketio", {}).get("healthy", {})
+    ar = per.get("asgi_rt", {})
+    targets: list[tuple[str, float, str, float]] = []
+    if a and naive:
+        targets.append(
+            ("asgi_rt throughput vs naive", ratio(a["msgs_per_s"], naive["msgs_per_s"]), ">=", 1.0)
+        )
+        targets.append(("asgi_rt p99 vs naive", ratio(a["p99_ms"], naive["p99_ms"]), "<=", 1.5))
+    if a and s:
+        targets.append(
+            ("asgi_rt throughput vs socketio", ratio(a["msgs_per_s"], s["msgs_per_s"]), ">=", 4.0)
+        )
+    if "stalled" in ar and "baseline" in ar:
+        st, base = ar["stalled"], ar["baseline"]
+        targets += [
+            ("asgi_rt healthy completeness with a stalled peer", st["completeness"], ">=", 1.0),
+            (
+                "asgi_rt p99 with / without the stalled peer",
+                ratio(st["p99_ms"], base["p99_ms"]),
+                "<=",
+                1.5,
+            ),
+        ]
+    return [check(f"[{ws}] {name}", value, op, target) for name, value, op, target in targets]
 
 
 def notes_for(summary: dict[str, Any]) -> list[str]:
     notes = []
     for ws, per in summary.items():
         for variant, row in per.items():
-            for err in row["errors"]:
-                notes.append(f"[{ws}] {variant}: {err[:300]}")
-            for line in row["server_problems"]:
-                notes.append(f"[{ws}] {variant} server log: {line[:200]}")
-            h = row.get("healthy", {})
-            if h and (h["client_cpu"] > 0.9 or h["server_cpu"] < 0.8):
-                notes.append(
-                    f"[{ws}] {variant}: server cpu {h['server_cpu']:.2f}, client cpu "
-                    f"{h['client_cpu']:.2f} ({h['events_per_poll']:.1f} events/poll): "
-                    "the server was not the bottleneck, figures may be client-bound"
-                )
-            if h and h["other_cpu"] > 0.15:
-                notes.append(
-                    f"[{ws}] {variant}: other processes used {h['other_cpu']:.2f} cores "
-                    "during the healthy phase: figures are noisy"
-                )
+            notes += row_notes(
+                f"[{ws}] {variant}",
+                row,
+                0.15,
+                bound="the server was not the bottleneck, figures may be client-bound",
+                busy=" during the healthy phase: figures are noisy",
+            )
     return notes
 
 
 def main(argv: list[str] | None = None) -> int:
     plan = parse_args(argv)
     t0 = time.perf_counter()
-    sessions: list[dict[str, Any]] = []
-    total = len(plan.ws_impls) * plan.rounds * len(plan.variants)
-    for ws in plan.ws_impls:
-        for rnd in range(1, plan.rounds + 1):
-            for variant in plan.variants:
-                session = run_session(plan, ws, variant, rnd)
-                sessions.append(session)
-                h = session.get("phases", {}).get("healthy", {})
-                status = session.get("error") or (
-                    f"{h.get('msgs_per_s', 0):.0f} msgs/s, p99 {h.get('p99_ms', 0):.1f} ms"
-                )
-                print(
-                    f"[{len(sessions)}/{total}] {ws:<18} round {rnd} {variant:<13} "
-                    f"{session['seconds']:5.1f} s  {status}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+    runs = [
+        (f"{ws:<18} round {rnd} {variant:<13}", partial(run_session, plan, ws, variant, rnd))
+        for ws in plan.ws_impls
+        for rnd in range(1, plan.rounds + 1)
+        for variant in plan.variants
+    ]
+    sessions = run_each(runs, lambda session: session.get("error") or healthy_status(session))
     summary = summarize(plan, sessions)
     checks = print_report(plan, summary)
     elapsed = time.perf_counter() - t0

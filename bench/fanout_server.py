@@ -1,4 +1,4 @@
-"""The benchmark servers: one ASGI app per variant, and a uvicorn runner for them.
+"""The fan-out benchmark's server: one ASGI app per variant, run by uvicorn.
 
 Every app serves:
 
@@ -8,7 +8,8 @@ Every app serves:
 * ``GET /stats``: JSON counters (``?gc=1`` runs ``gc.collect()`` first).
 
 Select the app with ``BENCH_VARIANT`` and run it with ``python -m bench.fanout_server``
-(prints one JSON line ``{"port", "stall_port", "pid"}`` once listening), or with the CLI:
+(prints one JSON line ``{"port", "stall_port", "pid"}`` once listening, see
+``bench._serve``), or with the CLI:
 ``BENCH_VARIANT=naive uvicorn --factory bench.fanout_server:make_app``.
 
 ``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``).
@@ -23,11 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
-import json
 import os
-import socket
-import sys
-import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asgi_rt import ConnectionManager
 
-VARIANTS = ("asgi_rt", "asgi_rt_task", "naive", "queue_writer", "socketio", "bare")
+from ._serve import app_for_variant, serve
 
 StatsFn = Callable[[], dict[str, Any]]
 
@@ -79,6 +76,17 @@ def _stats_route(stats: StatsFn) -> Route:
     return Route("/stats", endpoint)
 
 
+def manager_stats(manager: ConnectionManager) -> dict[str, Any]:
+    """An asgi_rt manager's connections, the longest queue, who is closing, its counters."""
+    conns = list(manager)
+    return {
+        "connections": len(manager),
+        "max_queued": max((c.queued for c in conns), default=0),
+        "closing": [[c.close_code, c.close_reason] for c in conns if c.state != "open"],
+        "manager": dataclasses.asdict(manager.stats()),
+    }
+
+
 # asgi_rt ---------------------------------------------------------------------------------
 
 
@@ -94,14 +102,7 @@ def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
     publisher = counters.publisher(manager.broadcast)
 
     def stats() -> dict[str, Any]:
-        conns = list(manager)
-        return {
-            "connections": len(manager),
-            "max_queued": max((c.queued for c in conns), default=0),
-            "closing": [[c.close_code, c.close_reason] for c in conns if c.state != "open"],
-            "manager": dataclasses.asdict(manager.stats()),
-            **counters.as_dict(),
-        }
+        return {**manager_stats(manager), **counters.as_dict()}
 
     return Starlette(
         routes=[
@@ -293,7 +294,6 @@ def bare_app() -> Starlette:
 
 def make_app() -> ASGIApp:
     """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
-    variant = os.environ.get("BENCH_VARIANT", "asgi_rt")
     factories: dict[str, Callable[[], ASGIApp]] = {
         "asgi_rt": asgi_rt_app,
         "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
@@ -302,60 +302,17 @@ def make_app() -> ASGIApp:
         "socketio": socketio_app,
         "bare": bare_app,
     }
-    if variant not in factories:
-        raise SystemExit(f"BENCH_VARIANT must be one of {', '.join(VARIANTS)}, not {variant!r}")
-    return factories[variant]()
-
-
-# runner ------------------------------------------------------------------------------------
-
-
-def _listener(sndbuf: int | None) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if sndbuf is not None:  # inherited by every socket accepted from this listener
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-async def _serve(server: Any, sockets: list[socket.socket]) -> None:
-    task: Awaitable[None] = asyncio.ensure_future(server.serve(sockets=sockets))
-    assert isinstance(task, asyncio.Future)
-    while not server.started:
-        if task.done():
-            await task
-            raise SystemExit("uvicorn exited before it started")
-        await asyncio.sleep(0.01)
-    ports = [s.getsockname()[1] for s in sockets]
-    info = {"port": ports[0], "stall_port": ports[1] if len(ports) > 1 else None}
-    print(json.dumps({**info, "pid": os.getpid()}), flush=True)
-    await task
+    return app_for_variant(factories, "asgi_rt")
 
 
 def main() -> None:
-    import uvicorn
-
-    from ._wsclient import raise_nofile_limit
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    raise_nofile_limit()
-    ws = os.environ.get("BENCH_WS", "websockets-sansio")
-    sndbuf = os.environ.get("BENCH_SNDBUF")
-    sockets = [_listener(None)]
-    if sndbuf:
-        sockets.append(_listener(int(sndbuf)))
-    config = uvicorn.Config(
+    serve(
         "bench.fanout_server:make_app",
-        factory=True,
-        ws=ws,
-        log_level="warning",
+        stall_listener=True,
+        ws=os.environ.get("BENCH_WS", "websockets-sansio"),
         lifespan="off",
         backlog=4096,
-        timeout_graceful_shutdown=2,
     )
-    asyncio.run(_serve(uvicorn.Server(config), sockets))
-    sys.exit(0)
 
 
 if __name__ == "__main__":

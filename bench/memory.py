@@ -26,7 +26,8 @@ import sys
 import time
 from typing import Any
 
-from ._proc import ROOT, Server, write_json
+from ._proc import ROOT, Server
+from ._report import print_targets, write_json
 from ._wsclient import OP_CLOSE, Reactor, WSConn, http_get_json, raise_nofile_limit
 
 APPS = ("bare", "asgi_rt")
@@ -217,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{verdict}  [{ws}] asgi_rt KiB/connection: {value:.1f} "
                 f"(target <= {TARGET_KIB:g}; bare {bare:.1f})"
             )
-    print("\nTargets (reported, not tuned for):")
-    for line in checks:
-        print("  " + line)
+    print_targets(checks, [])
     problems = sorted(
         {f"[{r['ws']}] {r['app']}: {line}" for r in runs for line in r.get("server_problems", [])}
     )

@@ -62,7 +62,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,9 +73,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._proc import OUT_DIR, ROOT, Server, _pinned, check, print_targets, run_client, write_json
-from ._pyspy import _frame, print_profile, summarize_raw
-from .echo import start_py_spy, stop_py_spy
+from ._proc import OUT_DIR, ROOT, Server, _pinned, run_client
+from ._pyspy import _frame, print_profile, print_shares, start_py_spy, stop_py_spy, summarize_raw
+from ._report import check, print_targets, progress, write_json
+from ._stats import fmt, med
 
 VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis")
 TWO_WORKERS = frozenset({"asgi_rt_redis", "socketio_redis", "handrolled_redis"})
@@ -390,15 +390,6 @@ KEYS = (
 COUNTS = ("duplicates", "misordered", "gaps", "room_seq_mismatch", "receivers_lost")
 
 
-def med(values: list[float]) -> float:
-    clean = [v for v in values if v == v]  # drop NaN
-    return statistics.median(clean) if clean else float("nan")
-
-
-def fmt(x: float, spec: str = ".2f") -> str:
-    return "n/a" if x != x else format(x, spec)
-
-
 def summarize(plan: Plan, sessions: list[dict[str, Any]], pin: str) -> dict[str, Any]:
     per: dict[str, Any] = {}
     for variant in plan.variants:
@@ -642,8 +633,7 @@ def print_breakdown(b: dict[str, Any]) -> None:
         busy = "" if row["pct_busy"] is None else f"{row['pct_busy']:5.1f}% of non-poll"
         print(f"    {row['pct']:5.1f}%  {busy:>19}  {row['what']}")
     print("  asgi_rt's own code (innermost frame), % of non-poll samples:")
-    for name, pct in b["asgi_rt_self"]:
-        print(f"    {pct:5.1f}%  {name}")
+    print_shares(b["asgi_rt_self"])
 
 
 def run_profile(plan: Plan, redis: RedisServer, variant: str) -> dict[str, Any]:
@@ -712,12 +702,8 @@ def main(argv: list[str] | None = None) -> int:
                 session = run_session(plan, redis, pin, variant, rnd)
                 session["attempt"] = len(attempts) + 1
                 attempts.append(session)
-                print(
-                    f"[{n}/{total}] round {rnd} pin={pin:<5} {variant:<15} "
-                    f"{session['seconds']:5.1f} s  {status_line(session)}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                what = f"round {rnd} pin={pin:<5} {variant:<15}"
+                progress(n, total, what, session["seconds"], status_line(session))
                 if session.get("other_cpu", 0.0) <= NOISY or len(attempts) > plan.retries:
                     break
                 print("    (other processes were busy: running it again)", file=sys.stderr)

@@ -29,11 +29,8 @@ Run with ``python -m bench.rooms_server`` (prints one JSON line ``{"port", "stal
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
-import sys
-import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,9 +41,8 @@ from starlette.websockets import WebSocket
 
 from asgi_rt import RoomManager
 
-from .fanout_server import Counters, _listener, _serve, _stats_route, socketio_app
-
-VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis")
+from ._serve import app_for_variant, serve
+from .fanout_server import Counters, _stats_route, manager_stats, socketio_app
 
 
 def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
@@ -63,14 +59,10 @@ def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
     publisher = counters.publisher(lambda text: rooms.publish(room, text))
 
     def stats() -> dict[str, Any]:
-        conns = list(rooms)
         backend = rooms.backend
         return {
-            "connections": len(rooms),
+            **manager_stats(rooms),
             "members": len(rooms.members(room)),
-            "max_queued": max((c.queued for c in conns), default=0),
-            "closing": [[c.close_code, c.close_reason] for c in conns if c.state != "open"],
-            "manager": dataclasses.asdict(rooms.stats()),
             "backend": type(backend).__name__,
             "listener_up": getattr(backend, "listener_up", None),
             "listener_reconnects": getattr(backend, "reconnects", None),
@@ -161,38 +153,24 @@ def handrolled_redis_app(url: str, room: str) -> Starlette:
 
 def make_app() -> ASGIApp:
     """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
-    variant = os.environ.get("BENCH_VARIANT", "asgi_rt_redis")
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     room = os.environ.get("BENCH_ROOM", "r")
-    if variant == "asgi_rt_redis":
-        return asgi_rt_rooms_app(url, room)
-    if variant == "asgi_rt_memory":
-        return asgi_rt_rooms_app("memory://", room)
-    if variant == "socketio_redis":
-        return socketio_redis_app(url)
-    if variant == "handrolled_redis":
-        return handrolled_redis_app(url, room)
-    raise SystemExit(f"BENCH_VARIANT must be one of {', '.join(VARIANTS)}, not {variant!r}")
+    factories: dict[str, Callable[[], ASGIApp]] = {
+        "asgi_rt_redis": lambda: asgi_rt_rooms_app(url, room),
+        "asgi_rt_memory": lambda: asgi_rt_rooms_app("memory://", room),
+        "socketio_redis": lambda: socketio_redis_app(url),
+        "handrolled_redis": lambda: handrolled_redis_app(url, room),
+    }
+    return app_for_variant(factories, "asgi_rt_redis")
 
 
 def main() -> None:
-    import uvicorn
-
-    from ._wsclient import raise_nofile_limit
-
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    raise_nofile_limit()
-    config = uvicorn.Config(
+    serve(
         "bench.rooms_server:make_app",
-        factory=True,
         ws=os.environ.get("BENCH_WS", "websockets-sansio"),
-        log_level="warning",
         lifespan="on",
         backlog=4096,
-        timeout_graceful_shutdown=2,
     )
-    asyncio.run(_serve(uvicorn.Server(config), [_listener(None)]))
-    sys.exit(0)
 
 
 if __name__ == "__main__":
