@@ -4,6 +4,7 @@ signal handler, closes connections first, then hands the signal over."""
 from __future__ import annotations
 
 import signal
+import time
 from types import FrameType
 
 import anyio
@@ -60,3 +61,26 @@ def test_window_is_checked() -> None:
 
     with pytest.raises(ValueError, match="window"):
         anyio.run(enter)
+
+
+async def test_leaving_the_manager_spreads_its_closes_over_drain_window() -> None:
+    manager, closed_at = ConnectionManager(drain_window=0.4), []
+
+    async def client(i: int) -> None:
+        async with websocket_session(hold_app(manager), f"/ws?id={i}") as ws:
+            message = await ws.receive()
+            closed_at.append((message["code"], time.monotonic()))
+
+    async with anyio.create_task_group() as tg:
+        async with manager:
+            for i in range(8):
+                tg.start_soon(client, i)
+            await await_for(lambda: len(manager) == 8, what="eight connections")
+    times = sorted(at for _, at in closed_at)
+    assert {code for code, _ in closed_at} == {1001}
+    assert times[-1] - times[0] >= 0.2  # eight batches 50 ms apart; they can only come later
+
+
+def test_drain_window_is_checked() -> None:
+    with pytest.raises(ValueError, match="drain_window"):
+        ConnectionManager(drain_window=-1)

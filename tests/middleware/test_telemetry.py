@@ -210,6 +210,7 @@ async def test_sse_events_are_counted_one_by_one(exporter: InMemorySpanExporter)
     async def stream(request: Any) -> StreamingResponse:
         async def events() -> Any:
             yield "data: one\n\n"
+            yield ": ping\n\n"  # a heartbeat comment on its own: not an event
             yield "event: tick\ndata: two\n\n: heartbeat\n\n"
             yield "data: three\n\n"
 

@@ -69,6 +69,10 @@ class ConnectionManager:
         heartbeat: app-level ping/pong (:class:`~asgi_rt.connections.heartbeat.Heartbeat`);
             an unanswered ping closes 4001 ``heartbeat timeout``.
         idle_timeout: seconds without an inbound frame before closing 4000 ``idle timeout``.
+        drain_window: seconds over which leaving ``async with manager`` spreads its closes
+            (``close_all(window=...)``), so that clients do not all reconnect at once. Under
+            uvicorn, which closes every socket before the lifespan shutdown, use
+            :func:`~asgi_rt.connections.drain.drain_on_signal` instead.
         metrics: export queue wait, queue depth, drops and slow-consumer closes into
             this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
             ``stats()`` at scrape time, so they cost nothing per message).
@@ -94,6 +98,7 @@ class ConnectionManager:
         metrics: Metrics | None = None,
         heartbeat: Heartbeat | None = None,
         idle_timeout: float | None = None,
+        drain_window: float = 0.0,
     ) -> None:
         self._limits = Limits(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
@@ -106,6 +111,9 @@ class ConnectionManager:
         )  # fmt: skip
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be > 0 or None, got {idle_timeout!r}")
+        if not drain_window >= 0:
+            raise ValueError(f"drain_window must be >= 0, got {drain_window!r}")
+        self._drain_window = drain_window
         self._heartbeat, self._idle_timeout = heartbeat, idle_timeout
         self._background = Background()
         self._running = False
@@ -263,7 +271,7 @@ class ConnectionManager:
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
         try:
-            await self.close_all()
+            await self.close_all(window=self._drain_window)
         finally:
             self._running = False
             await self._background.stop()
