@@ -42,11 +42,15 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
             current.retry = int(value)
 
 
-async def next_data_event(stream: AsyncIterator[Event]) -> Event:
-    """The next event that carries data (heartbeat comments and retry lines skipped)."""
+async def next_data_event(stream: AsyncIterator[Event], *, joined: bool = False) -> Event:
+    """The next event that carries data (heartbeat comments and retry lines skipped, and
+    the room's ``joined`` announcement unless ``joined``)."""
     async for event in stream:
-        if not event.comments and event.retry is None:
-            return event
+        if event.comments or event.retry is not None:
+            continue
+        if not joined and event.data.startswith('{"type":"joined"'):
+            continue
+        return event
     raise AssertionError("the event stream ended")
 
 

@@ -156,6 +156,20 @@ async def test_last_event_id_resumes_the_room_exactly_once_in_order(
     assert datas == list(range(7))
 
 
+async def test_a_stream_that_saw_no_publication_still_resumes(
+    server: RunningServer, harness: Harness
+) -> None:
+    async with subscribe(server, "/events/quiet") as (_, stream):
+        joined = await next_data_event(stream, joined=True)
+    assert json.loads(joined.data) == {"type": "joined", "room": "quiet", "seq": 0, "epoch": None}
+    assert joined.id == ":0"  # what EventSource will send back as Last-Event-ID
+    await await_for(lambda: len(harness.rooms) == 0, what="the disconnect")
+    await harness.publish(server, "quiet", "while away")
+    async with subscribe(server, "/events/quiet", last_event_id=joined.id) as (_, stream):
+        missed = await next_data_event(stream)
+    assert json.loads(missed.data)["data"] == "while away"
+
+
 async def test_an_unknown_last_event_id_says_recovery_failed(
     server: RunningServer, harness: Harness
 ) -> None:
@@ -183,7 +197,7 @@ async def test_client_disconnect_unregisters_promptly(
 
 async def test_heartbeat_comments_flow_while_idle(server: RunningServer, harness: Harness) -> None:
     async with subscribe(server, "/events/a?heartbeat=0.05") as (_, stream):
-        comments = [e async for e in _take(stream, 4) if e.comments]
+        comments = [e async for e in _take(stream, 5) if e.comments]  # after retry, joined
     assert len(comments) >= 3
     assert all(e.comments == ["ping"] for e in comments)
 
@@ -282,7 +296,8 @@ def test_format_event_splits_lines_and_carries_fields() -> None:
 
 def test_parse_last_event_id() -> None:
     assert parse_last_event_id("ab12:7") == (7, "ab12")
-    for bad in (None, "", "7", ":7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30):
+    assert parse_last_event_id(":0") == (0, None)  # a room nothing was published to yet
+    for bad in (None, "", "7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30):
         assert parse_last_event_id(bad) is None, bad
 
 

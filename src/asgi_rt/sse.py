@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
+from .backends.base import PositionStore
 from .connections._encode import Frame, compact_dumps
 from .connections._roomframe import RoomFrame
 from .connections.connection import Connection
@@ -58,14 +59,15 @@ def format_event(
     return ServerSentEvent(data, event=event, id=id, retry=retry, comment=comment, sep=SEP).encode()
 
 
-def parse_last_event_id(value: str | None) -> tuple[int, str] | None:
-    """``"<epoch>:<seq>"`` → ``(seq, epoch)``; ``None`` for anything else."""
-    if not value:
+def parse_last_event_id(value: str | None) -> tuple[int, str | None] | None:
+    """``"<epoch>:<seq>"`` → ``(seq, epoch)`` (``":<seq>"``: a room not yet published to,
+    whose epoch is unknown); ``None`` for anything else."""
+    if not value or ":" not in value:
         return None
     epoch, _, seq = value.rpartition(":")
-    if not epoch or not seq.isdigit() or len(seq) > 18:
+    if not seq.isdigit() or len(seq) > 18:
         return None
-    return int(seq), epoch
+    return int(seq), epoch or None
 
 
 class EventStreamResponse(Response):
@@ -144,7 +146,10 @@ class EventStreamResponse(Response):
                                      "reason": "unknown position"})  # fmt: skip
                 else:
                     since, epoch = position
-            await rooms.join(conn, self.room, since=since, epoch=epoch)
+            # announce: the stream's first event carries the room's position as its id, so a
+            # reconnect before the first publication resumes too
+            await rooms.join(conn, self.room, since=since, epoch=epoch,
+                             announce=isinstance(rooms.backend, PositionStore))  # fmt: skip
         if self.on_connect is not None:
             await self.on_connect(conn)
 

@@ -9,11 +9,14 @@ without duplicates, or tells it that recovery is impossible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Coroutine
 from types import TracebackType
 from typing import Any, Self
+
+import anyio
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
 from ..backends.base import PositionStore, PresenceStore
@@ -61,6 +64,7 @@ class RoomManager(ConnectionManager):
         self._joined: dict[Connection, set[str]] = {}  # for leaving every room at the end
         self._presence = self._make_presence(presence, presence_ttl, presence_info)
         self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
+        self._subscribed: set[str] = set()  # rooms the backplane delivers to this process
 
     async def __aenter__(self) -> Self:
         await self.backend.__aenter__()
@@ -104,24 +108,53 @@ class RoomManager(ConnectionManager):
         passes that epoch back on reconnect is told ``recovery_failed`` if the history was
         lost meanwhile, instead of being resumed into a different numbering.
         """
+        if announce and not isinstance(self.backend, PositionStore):
+            raise TypeError(f"announce needs a position: {type(self.backend).__name__} has none")
         joined = self._joined.setdefault(conn, set())
         if room in joined:
             return
-        if room not in self._rooms:
-            # subscribe before the room is recorded: if it fails (BackendUnavailable), the
-            # next join subscribes again instead of finding a room that listens nowhere
-            await self.backend.subscribe(room)
         joined.add(room)
-        membership = Membership(replaying=since is not None)
+        # live publications are held while the history and the position are read, so that
+        # the client gets them in order, once, and after what it was told
+        membership = Membership(replaying=since is not None or announce)
         self._rooms.setdefault(room, {})[conn] = membership
-        if since is not None:
-            await self._replay(conn, room, membership, since, epoch)
-        if announce:
-            seq, room_epoch = await self.position(room)
-            await conn.send({"type": "joined", "room": room, "seq": seq, "epoch": room_epoch})
-        if self._presence is not None:
-            info = await self._presence.add(room, conn)
-            await self._announce(room, {"type": "presence", "event": "join", "member": info})
+        try:
+            await self._subscribe(room)
+            resumed = since is not None and await self._replay(conn, room, membership, since, epoch)
+            if announce:
+                await self._announce_position(conn, room, membership, fresh=not resumed)
+            for message, size in membership.end_replay():
+                conn._sender.deliver(message, size)
+            if self._presence is not None:
+                info = await self._presence.add(room, conn)
+                await self._announce(room, {"type": "presence", "event": "join", "member": info})
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
+                await self.leave(conn, room)  # a join that failed leaves nothing behind
+            raise
+
+    async def _subscribe(self, room: str) -> None:
+        """Subscribe the backplane unless this process already is; concurrent first joins
+        each subscribe (idempotent), so none finds a room that listens nowhere."""
+        if room not in self._subscribed:
+            await self.backend.subscribe(room)
+            if room in self._rooms:
+                self._subscribed.add(room)
+
+    async def _announce_position(
+        self, conn: Connection, room: str, membership: Membership, *, fresh: bool
+    ) -> None:
+        """Send ``joined`` with the seq this member's stream starts after: the room's current
+        one when it did not resume (older publications are not its business), else the last
+        one replayed to it."""
+        seq, epoch = await self.position(room)
+        if fresh:
+            membership.last_seq = max(membership.last_seq, seq)
+        text = self._limits.dumps(
+            {"type": "joined", "room": room, "seq": membership.last_seq, "epoch": epoch}
+        )  # a RoomFrame: it carries its position, as a publication does (SSE: the event id)
+        frame = RoomFrame(text, room, membership.last_seq, epoch or "")
+        conn._sender.deliver(frame, len(text.encode()))
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
@@ -138,6 +171,7 @@ class RoomManager(ConnectionManager):
         if not members:
             del self._rooms[room]
             self._seen.pop(room, None)
+            self._subscribed.discard(room)
             await self.backend.unsubscribe(room)
 
     async def position(self, room: str) -> tuple[int, str | None]:
@@ -243,19 +277,20 @@ class RoomManager(ConnectionManager):
                 conn._sender.deliver(message, size)
 
     async def _replay(self, conn: Connection, room: str, membership: Membership,
-                      since: int, epoch: str | None) -> None:  # fmt: skip
+                      since: int, epoch: str | None) -> bool:  # fmt: skip
+        """Deliver the history after ``since``; ``False`` (and ``recovery_failed``) if it
+        cannot."""
         try:
             missed = await self.backend.history(room, since, epoch)
         except HistoryGap as gap:
             await conn.send({"type": "recovery_failed", "room": room, "reason": gap.reason})
-            missed = []
+            return False
         for publication in missed:
             _, _, body = publication.data.partition(b"\n")
             message, size = _frame(publication, body)
             if membership.accepts_replayed(publication.seq):
                 conn._sender.deliver(message, size)
-        for message, size in membership.end_replay():
-            conn._sender.deliver(message, size)
+        return True
 
     async def _on_release(self, conn: Connection) -> None:
         for room in list(self._joined.get(conn, ())):
