@@ -25,7 +25,8 @@ async def authenticate(token: str) -> str | None:
 
 def make_app(rooms: RoomManager, seen: Counter[str] | None = None) -> ASGIApp:
     """``/ws/{room}`` joins (resuming after ``since``) and publishes what it receives;
-    ``/drop`` accepts and closes at once; ``seen`` counts connections per path."""
+    ``/drop`` accepts and closes at once (1011), ``/close/{code}`` with ``code``; ``seen``
+    counts connections per path."""
     counts = Counter[str]() if seen is None else seen
 
     async def room(websocket: WebSocket) -> None:
@@ -43,12 +44,17 @@ def make_app(rooms: RoomManager, seen: Counter[str] | None = None) -> ASGIApp:
         await websocket.accept()
         await websocket.close(1011, "broken")
 
+    async def close_with(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(int(websocket.path_params["code"]), "bye")
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with rooms:
             yield
 
-    routes = [WebSocketRoute("/ws/{room}", room), WebSocketRoute("/drop", drop)]
+    routes = [WebSocketRoute("/ws/{room}", room), WebSocketRoute("/drop", drop),
+              WebSocketRoute("/close/{code}", close_with)]  # fmt: skip
     inner = Starlette(routes=routes, lifespan=lifespan)
     return FirstMessageAuthMiddleware(inner, authenticate=authenticate, timeout=5.0)
 

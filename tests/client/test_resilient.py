@@ -93,6 +93,36 @@ async def test_a_policy_close_is_not_retried(
     assert seen["/ws/a"] == 0  # the app never saw the unauthenticated socket
 
 
+@pytest.mark.parametrize("code", [1000, 1001, 1012, 4000])
+async def test_every_close_code_reaches_the_policy(
+    app_server: tuple[RunningServer, Counter[str]], code: int
+) -> None:
+    server, _ = app_server
+    policy = Recording(max_failures=1)
+    async with ResilientClient(f"{server.url}/close/{code}", token="good", policy=policy) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+    assert [d.code for d in policy.seen] == [code]  # type: ignore[attr-defined]
+    assert gave_up.value.code == code
+
+
+async def test_a_raising_token_function_is_a_failed_attempt_not_a_crash(
+    app_server: tuple[RunningServer, Counter[str]],
+) -> None:
+    server, _ = app_server
+
+    async def token() -> str:
+        raise RuntimeError("token endpoint down")
+
+    policy = Recording(max_failures=2)
+    async with ResilientClient(f"{server.url}/ws/a", token=token, policy=policy) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+    assert client.attempts == 2
+    assert "token endpoint down" in policy.seen[-1].reason  # type: ignore[attr-defined]
+    assert "token endpoint down" in gave_up.value.reason
+
+
 async def test_no_server_gives_up_after_max_failures() -> None:
     url = f"ws://127.0.0.1:{free_port()}/ws/a"
     async with ResilientClient(url, policy=Recording(max_failures=3)) as client:

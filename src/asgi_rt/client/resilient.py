@@ -207,6 +207,9 @@ class ResilientClient:
             status, reason = exc.response.status_code, str(exc)
         except (OSError, InvalidHandshake, TimeoutError, _AuthFailed) as exc:
             reason = str(exc) or type(exc).__name__
+        except Exception as exc:  # a hook of the user's (token, resume_url, on_connect) raised
+            logger.warning("connection attempt to %s failed in a hook", self.url, exc_info=True)
+            reason = repr(exc)
         finally:
             self._ws = None
         uptime = 0.0 if started is None else time.monotonic() - started
@@ -216,9 +219,9 @@ class ResilientClient:
     async def _authenticate(self, ws: ClientConnection) -> None:
         if self._token is None:
             return
-        token = self._token if isinstance(self._token, str) else await self._token()
-        await ws.send(json.dumps({"type": "auth", "token": token}))
-        with anyio.fail_after(self._auth_timeout):
+        with anyio.fail_after(self._auth_timeout):  # a token endpoint that hangs, too
+            token = self._token if isinstance(self._token, str) else await self._token()
+            await ws.send(json.dumps({"type": "auth", "token": token}))
             answer = await ws.recv()
         if _decode(answer) != {"type": "auth_ok"}:
             raise _AuthFailed(f"expected {{'type': 'auth_ok'}}, got {str(answer)[:100]!r}")
@@ -229,14 +232,13 @@ class ResilientClient:
         if self._on_connect is not None:
             await self._on_connect(ws, dict(self.positions))
         async with self._send_lock:
-            while self._outbox:
-                await ws.send(self._outbox[0])
-                self._outbox.popleft()
+            while self._outbox:  # at most once: a message is gone once it was handed over
+                await ws.send(self._outbox.popleft())
             self._ws = ws
 
     async def _read(self, ws: ClientConnection) -> None:
-        async for raw in ws:
-            message = _decode(raw)
+        while True:  # not `async for`: it hides a clean close (1000, 1001) from _attempt
+            message = _decode(await ws.recv())
             if isinstance(message, dict):
                 if message.get("type") == "ping" and len(message) == 1:
                     await ws.send('{"type":"pong"}')
