@@ -8,6 +8,7 @@ import time
 from types import FrameType
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from asgi_rt import ConnectionManager, drain_on_signal
@@ -84,3 +85,17 @@ async def test_leaving_the_manager_spreads_its_closes_over_drain_window() -> Non
 def test_drain_window_is_checked() -> None:
     with pytest.raises(ValueError, match="drain_window"):
         ConnectionManager(drain_window=-1)
+
+
+async def test_the_servers_handler_runs_once_even_after_two_signals() -> None:
+    manager, handed_over = ConnectionManager(), []
+    original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
+    try:
+        async with manager, drain_on_signal(manager, window=0.05):
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGTERM)
+            await anyio.lowlevel.checkpoint()  # the drain starts; leaving the block ends it,
+            # and it must not hand the first signal over a second time
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert handed_over == [signal.SIGTERM]

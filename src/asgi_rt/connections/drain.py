@@ -52,8 +52,13 @@ async def drain_on_signal(
         signals: the signals to step in front of.
 
     Only works in the main thread (where signal handlers live); elsewhere it does nothing
-    and says so in the log. Under a process manager that sends SIGKILL after a grace
-    period, keep ``window + timeout`` below that period.
+    and says so in the log. The drain takes at most ``window + timeout`` plus twice the
+    manager's ``close_timeout``: under a process manager that sends SIGKILL after a grace
+    period, keep that below the period. It steps in front of handlers installed with
+    ``signal.signal`` (uvicorn >= 0.29 does so); a server that uses
+    ``loop.add_signal_handler`` sees the signal at once, and the drain runs alongside its
+    shutdown instead of before it. New connections are still accepted during the window:
+    have the load balancer stop sending traffic first (e.g. a failing readiness probe).
     """
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window!r}")
@@ -62,32 +67,53 @@ async def drain_on_signal(
         yield
         return
     wake = anyio.Event()
-    received: list[tuple[int, Any]] = []
-    wake_soon = _waker(wake)
-
-    def handler(sig: int, frame: FrameType | None) -> None:
-        received.append((sig, previous[sig]))
-        if len(received) == 1:
-            wake_soon()
-        else:  # impatient: hand over now
-            _hand_over(sig, frame, previous[sig])
-
-    previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in signals}
+    relay = _Relay(_waker(wake))
+    relay.install(signals)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_drain_then_hand_over, manager, wake, received,
+            tg.start_soon(_drain_then_hand_over, manager, wake, relay,
                           (code, reason, window, timeout))  # fmt: skip
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
     finally:
-        for sig, old in previous.items():
+        relay.restore()
+
+
+class _Relay:
+    """Our signal handler: the first signal wakes the drain, a second one hands over at
+    once; the server's own handler runs exactly once either way."""
+
+    def __init__(self, wake_soon: Callable[[], None]) -> None:
+        self.previous: dict[int, Any] = {}
+        self.first: int | None = None
+        self.handed_over = False
+        self._wake_soon = wake_soon
+
+    def install(self, signals: Sequence[signal.Signals]) -> None:
+        for sig in signals:  # one by one: a signal arriving meanwhile finds its predecessor
+            self.previous[sig] = signal.signal(sig, self.handle)
+
+    def restore(self) -> None:
+        for sig, old in self.previous.items():
             signal.signal(sig, old)
+
+    def handle(self, sig: int, frame: FrameType | None) -> None:
+        if self.first is None:
+            self.first = sig
+            self._wake_soon()
+        else:  # impatient
+            self.hand_over(sig, frame)
+
+    def hand_over(self, sig: int, frame: FrameType | None) -> None:
+        if not self.handed_over:
+            self.handed_over = True
+            _hand_over(sig, frame, self.previous.get(sig))
 
 
 async def _drain_then_hand_over(
-    manager: ConnectionManager, wake: anyio.Event, received: list[tuple[int, Any]],
+    manager: ConnectionManager, wake: anyio.Event, relay: _Relay,
     close: tuple[int, str, float, float],
 ) -> None:  # fmt: skip
     await wake.wait()
@@ -96,8 +122,7 @@ async def _drain_then_hand_over(
     try:
         await manager.close_all(code, reason, window=window, timeout=timeout)
     finally:
-        sig, old = received[0]
-        _hand_over(sig, None, old)
+        relay.hand_over(relay.first or signal.SIGTERM, None)
 
 
 def _hand_over(sig: int, frame: FrameType | None, old: Any) -> None:
