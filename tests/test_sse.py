@@ -61,13 +61,17 @@ class Harness:
     async def tokens(self, request: Request) -> EventStreamResponse:
         count = int(request.query_params.get("count", "5"))
         pad = "x" * int(request.query_params.get("pad", "0"))
-        return EventStreamResponse(self.rooms, source=self._tokens(count, pad), heartbeat=None)
+        fail = request.query_params.get("fail") == "1"
+        source = self._tokens(count, pad, fail)
+        return EventStreamResponse(self.rooms, source=source, heartbeat=None)
 
-    async def _tokens(self, count: int, pad: str) -> AsyncIterator[Any]:
+    async def _tokens(self, count: int, pad: str, fail: bool) -> AsyncIterator[Any]:
         try:
             for i in range(count):
                 self.source_sent += 1
                 yield ServerSentEvent(f"token {i}{pad}", event="token") if i % 2 else {"token": i}
+            if fail:
+                raise RuntimeError("the model crashed")
         finally:
             self.source_closed.set()
 
@@ -212,6 +216,17 @@ async def test_a_source_is_sent_at_the_clients_pace_then_the_stream_ends(
         ("token", "token 3"), ("close", '{"code":1000,"reason":""}'),
     ]  # fmt: skip
     await await_for(harness.source_closed.is_set, what="the source to be closed")
+
+
+async def test_a_source_that_raises_ends_the_stream_with_1011_not_a_server_error(
+    server: RunningServer, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with subscribe(server, "/tokens?count=1&fail=1") as (_, stream):
+        received = [e async for e in stream]
+    assert [(e.event, e.data) for e in received] == [
+        ("message", '{"token":0}'), ("close", '{"code":1011,"reason":"internal error"}'),
+    ]  # fmt: skip
+    assert "the model crashed" in caplog.text  # logged with its traceback, by asgi_rt.sse
 
 
 async def test_a_source_is_closed_when_the_client_leaves(

@@ -22,6 +22,7 @@ iterator, which would put a second, unbounded-by-policy buffer in front of ours.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, aclosing
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from .connections.rooms import RoomManager
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
+
+logger = logging.getLogger("asgi_rt.sse")
 
 SEP = "\n"  # the TelemetryMiddleware counts events by blank lines
 CLOSE_EVENT = "close"
@@ -243,7 +246,18 @@ async def _beat(conn: Connection, interval: float) -> None:
 
 
 async def _pump(conn: Connection, source: AsyncIterable[Any]) -> None:
-    """Send ``source``'s items at the client's pace, then close the stream (1000)."""
+    """Send ``source``'s items at the client's pace, then close the stream: 1000, or 1011
+    if the source raised (logged; the server never sees the error)."""
+    try:
+        await _pump_items(conn, source)
+    except Exception:
+        logger.exception("the event source of SSE connection %s raised", conn.id)
+        conn._sender.request_close(1011, "internal error", drain=True)
+    else:
+        conn._sender.request_close(1000, "", drain=True)
+
+
+async def _pump_items(conn: Connection, source: AsyncIterable[Any]) -> None:
     iterator = aiter(source)
     async with AsyncExitStack() as stack:
         if isinstance(iterator, AsyncGenerator):
@@ -257,7 +271,6 @@ async def _pump(conn: Connection, source: AsyncIterable[Any]) -> None:
                 await conn.send(item)
             await conn.wait_flushed()
             await anyio.lowlevel.checkpoint()  # a write that never blocks must not starve others
-    conn._sender.request_close(1000, "", drain=True)
 
 
 def _reframe(event: ServerSentEvent) -> bytes:
