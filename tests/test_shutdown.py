@@ -56,7 +56,7 @@ async def test_sigterm_closes_every_connection_cleanly(
     try:
         for i in range(CLIENTS):
             ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/room{i % 10}")
-            await ws.recv()  # {"type": "joined"}
+            await ws.recv()  # {"type": "joined", ...}: it is a member now
             clients.append(ws)
         server.send_signal(signal.SIGTERM)
         closes = await asyncio.gather(*(_timed_close(ws) for ws in clients))

@@ -24,7 +24,7 @@ from asgi_rt.client import (
 
 from .._poll import await_for
 from .._redis import RedisServer
-from .._resume_app import make_app
+from .._rooms_app import make_app
 from .._server import RunningServer
 from .._system import free_port, listening, spawn_uvicorn
 
@@ -226,13 +226,14 @@ def test_since_query_resumes_the_one_room() -> None:
 
 @pytest.fixture
 def restartable(redis_server: RedisServer) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Start (and restart) ``tests._resume_app`` on one port with the Redis backplane."""
+    """Start (and restart) ``tests._rooms_app`` on one port with the Redis backplane."""
     port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
 
     def start() -> subprocess.Popen[bytes]:
-        env = {"ASGI_RT_TEST_BACKEND": redis_server.url, "PATH": "/usr/bin:/bin"}
-        procs.append(spawn_uvicorn("tests._resume_app:app", port, env=env))
+        env = {"ASGI_RT_TEST_BACKEND": redis_server.url, "ASGI_RT_TEST_AUTH": "1",
+               "PATH": "/usr/bin:/bin"}  # fmt: skip
+        procs.append(spawn_uvicorn("tests._rooms_app:app", port, env=env))
         return procs[-1]
 
     start.port = port  # type: ignore[attr-defined]
