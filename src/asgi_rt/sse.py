@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -40,9 +40,7 @@ from .connections._encode import Frame, compact_dumps
 from .connections._roomframe import RoomFrame
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
-
-if TYPE_CHECKING:
-    from .connections.rooms import RoomManager
+from .connections.rooms import RoomManager
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
 
@@ -114,7 +112,7 @@ class EventStreamResponse(Response):
             raise ValueError(f"heartbeat must be > 0 or None, got {heartbeat!r}")
         if retry is not None and (not isinstance(retry, int) or retry < 0):
             raise ValueError(f"retry must be a non-negative int of milliseconds, got {retry!r}")
-        if room is not None and not hasattr(manager, "join"):
+        if room is not None and not isinstance(manager, RoomManager):
             raise TypeError(f"room= needs a RoomManager, got {type(manager).__name__}")
         self.manager, self.room, self.since, self.epoch = manager, room, since, epoch
         self.on_connect, self.source = on_connect, source
@@ -139,8 +137,8 @@ class EventStreamResponse(Response):
                 tg.cancel_scope.cancel()
 
     async def _open(self, conn: Connection, last_event_id: str | None) -> None:
-        if self.room is not None:
-            rooms: RoomManager = self.manager  # type: ignore[assignment]
+        rooms = self.manager
+        if self.room is not None and isinstance(rooms, RoomManager):
             since, epoch = self.since, self.epoch
             if since is None and last_event_id is not None:
                 position = parse_last_event_id(last_event_id)
@@ -215,14 +213,12 @@ class EventStream:
             if message.cache is None:
                 message.cache = format_event(message["text"], id=f"{message.epoch}:{message.seq}")
             return message.cache
-        if message["type"] == PREFRAMED:
-            body: bytes = message["body"]
-            return body
-        if isinstance(message, Frame):
-            if message.plain is None:
-                message.plain = _plain_event(message)
-            return message.plain
-        return _plain_event(message)
+        if not isinstance(message, Frame):
+            return _plain_event(message)
+        plain: bytes | None = getattr(message, "plain", None)
+        if plain is None:
+            plain = message.plain = _plain_event(message)
+        return plain
 
 
 def _plain_event(message: Message) -> bytes:
@@ -232,8 +228,15 @@ def _plain_event(message: Message) -> bytes:
     return format_event(text)
 
 
-PREFRAMED = "asgi_rt.sse.body"
-HEARTBEAT: Message = {"type": PREFRAMED, "body": format_event(comment="ping")}
+def _preframed(body: bytes) -> Frame:
+    """A message only an event stream can carry (a comment, a full event): its encoding
+    is given; it is queued and dropped like any other."""
+    frame = Frame(type="websocket.send", text="")
+    frame.plain = body
+    return frame
+
+
+HEARTBEAT = _preframed(format_event(comment="ping"))
 
 
 async def _beat(conn: Connection, interval: float) -> None:
@@ -266,7 +269,7 @@ async def _pump_items(conn: Connection, source: AsyncIterable[Any]) -> None:
             if conn.state != "open":
                 return
             if isinstance(item, ServerSentEvent):
-                conn._sender.deliver({"type": PREFRAMED, "body": _reframe(item)}, 0)
+                conn._sender.deliver(_preframed(_reframe(item)), 0)
             else:
                 await conn.send(item)
             await conn.wait_flushed()

@@ -14,18 +14,14 @@ Dumps = Callable[[Any], str]
 class Frame(dict[str, Any]):
     """A ``websocket.send`` message, shared by every recipient of one send or broadcast.
 
-    ``plain`` lets a transport that frames messages itself (SSE) keep its encoding here, so
-    that it, too, is built once per message rather than once per recipient.
+    A transport that frames messages itself (SSE) keeps its encoding in ``plain`` (unset
+    until then, so that building a frame costs what building a dict does), so that it, too,
+    is built once per message rather than once per recipient.
     """
 
     __slots__ = ("plain",)
 
-    def __init__(self, text: str | None = None, data: bytes | None = None) -> None:
-        if data is None:
-            super().__init__(type="websocket.send", text=text)
-        else:
-            super().__init__(type="websocket.send", bytes=data)
-        self.plain: bytes | None = None
+    plain: bytes
 
 
 def compact_dumps(value: Any) -> str:
@@ -41,13 +37,13 @@ def encode(data: Any, dumps: Dumps) -> tuple[Frame, int]:
         TypeError: for anything else.
     """
     if isinstance(data, str):
-        return Frame(data), _utf8_len(data)
+        return Frame(type="websocket.send", text=data), _utf8_len(data)
     if isinstance(data, bytes | bytearray | memoryview):
         payload = bytes(data)
-        return Frame(data=payload), len(payload)
+        return Frame(type="websocket.send", bytes=payload), len(payload)
     if isinstance(data, dict | list):
         text = dumps(data)
-        return Frame(text), _utf8_len(text)
+        return Frame(type="websocket.send", text=text), _utf8_len(text)
     raise TypeError(f"expected str, bytes, dict or list to send, got {type(data).__name__}")
 
 

@@ -268,7 +268,7 @@ class RoomManager(ConnectionManager):
         excluded = set(ids.split(",")) if ids else ()
         if self._lag_seconds is not None:
             self._lag_seconds.observe(max(0.0, time.time() - float(published_at or 0)))
-        message, size = _frame(publication, body)
+        message, size = room_frame(publication, body)
         seq = publication.seq
         for conn, membership in tuple(members.items()):
             if excluded and conn.id in excluded:
@@ -287,7 +287,7 @@ class RoomManager(ConnectionManager):
             return False
         for publication in missed:
             _, _, body = publication.data.partition(b"\n")
-            message, size = _frame(publication, body)
+            message, size = room_frame(publication, body)
             if membership.accepts_replayed(publication.seq):
                 conn._sender.deliver(message, size)
         return True
@@ -296,7 +296,3 @@ class RoomManager(ConnectionManager):
         for room in list(self._joined.get(conn, ())):
             await self.leave(conn, room)
         self._joined.pop(conn, None)
-
-
-def _frame(publication: Publication, body: bytes) -> tuple[RoomFrame, int]:
-    return room_frame(publication.channel, publication.seq, publication.epoch, body)
