@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from asgi_rt import RoomManager
+from asgi_rt import Heartbeat, RoomManager
 from asgi_rt.client import (
     Backoff,
     ClientGaveUp,
@@ -38,16 +38,20 @@ def anyio_backend() -> str:
     return "asyncio"  # the websockets client is asyncio only
 
 
-class Recording(Backoff):
-    """The default policy, remembering every disconnect it was asked about."""
+class Recording:
+    """A policy of our own (what ``policy=`` accepts), deciding as the default ``Backoff``
+    does and remembering every disconnect it was asked about."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**{**FAST, **kwargs})
-        object.__setattr__(self, "seen", [])
+        self.backoff = Backoff(**{**FAST, **kwargs})
+        self.seen: list[Disconnect] = []
 
     def next_delay(self, disconnect: Disconnect) -> float | None:
-        self.seen.append(disconnect)  # type: ignore[attr-defined]
-        return super().next_delay(disconnect)
+        self.seen.append(disconnect)
+        return self.backoff.next_delay(disconnect)
+
+    def is_stable(self, uptime: float) -> bool:
+        return self.backoff.is_stable(uptime)
 
 
 @pytest.fixture
@@ -71,9 +75,9 @@ async def test_a_server_that_drops_at_once_is_backed_off_not_hammered(
     async with ResilientClient(f"{server.url}/drop", token="good", policy=policy) as client:
         with pytest.raises(ClientGaveUp) as gave_up:
             await collect(client, [])
-    failures = [d.failures for d in policy.seen]  # type: ignore[attr-defined]
+    failures = [d.failures for d in policy.seen]
     assert failures == [1, 2, 3, 4, 5]  # each connection was up too briefly to reset
-    assert [d.code for d in policy.seen] == [1011] * 5  # type: ignore[attr-defined]
+    assert [d.code for d in policy.seen] == [1011] * 5
     assert seen["/drop"] == 5
     assert gave_up.value.attempts == 5 and gave_up.value.code == 1011
     assert "after 5 failure(s)" in str(gave_up.value)
@@ -102,7 +106,7 @@ async def test_every_close_code_reaches_the_policy(
     async with ResilientClient(f"{server.url}/close/{code}", token="good", policy=policy) as client:
         with pytest.raises(ClientGaveUp) as gave_up:
             await collect(client, [])
-    assert [d.code for d in policy.seen] == [code]  # type: ignore[attr-defined]
+    assert [d.code for d in policy.seen] == [code]
     assert gave_up.value.code == code
 
 
@@ -119,7 +123,7 @@ async def test_a_raising_token_function_is_a_failed_attempt_not_a_crash(
         with pytest.raises(ClientGaveUp) as gave_up:
             await collect(client, [])
     assert client.attempts == 2
-    assert "token endpoint down" in policy.seen[-1].reason  # type: ignore[attr-defined]
+    assert "token endpoint down" in policy.seen[-1].reason
     assert "token endpoint down" in gave_up.value.reason
 
 
@@ -172,24 +176,31 @@ async def test_every_connect_authenticates_and_a_token_function_is_asked_each_ti
     assert asked == 3 and client.connects == 3
 
 
-async def test_duplicates_are_dropped_and_pings_answered(
-    app_server: tuple[RunningServer, Counter[str]],
+async def test_app_level_pings_are_answered_so_the_heartbeat_keeps_the_connection(
+    serve: Callable[..., RunningServer],
 ) -> None:
-    server, _ = app_server
+    rooms = RoomManager(heartbeat=Heartbeat(interval=0.05, timeout=0.2))
+    server = serve(make_app(rooms), lifespan="on")
     async with ResilientClient(f"{server.url}/ws/r", token="good", policy=Recording()) as client:
-        got: list[Any] = []
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(collect, client, got)
-            await await_for(lambda: client.connected, what="the connection")
-            for text in ("a", "b"):
-                await client.send(text)
-            await await_for(lambda: len(got) == 2, what="two publications")
-            # the same publications again, as a replay overlapping live delivery would send
-            assert client._first_time({"room": "r", "seq": 2, "data": "b"}) is False
-            assert client._first_time({"room": "r", "seq": 3, "data": "c"}) is True
-            tg.cancel_scope.cancel()
-    assert [(m["seq"], m["data"]) for m in got] == [(1, "a"), (2, "b")]
-    assert client.positions == {"r": 3}
+        await await_for(lambda: client.connected, what="the connection")
+        (conn,) = rooms
+        since = conn.last_seen
+        # the client sends nothing of its own: only its pongs move last_seen
+        await await_for(lambda: conn.last_seen > since + 0.5, what="pongs for 0.5 s")
+        assert client.connects == 1 and conn.state == "open"
+    assert rooms.stats().heartbeat_timeouts == 0
+
+
+def test_publications_at_or_below_the_last_seq_are_dropped() -> None:
+    """What makes a replay that overlaps live delivery exactly-once for the consumer."""
+    client = ResilientClient("ws://unused")
+    assert client._first_time({"type": "joined", "room": "r", "seq": 4, "epoch": "e"})
+    assert not client._first_time({"room": "r", "seq": 4, "data": "old"})
+    assert client._first_time({"room": "r", "seq": 5, "data": "new"})
+    assert not client._first_time({"room": "r", "seq": 5, "data": "new"})
+    assert (client.positions, client.epochs) == ({"r": 5}, {"r": "e"})
+    assert client._first_time({"type": "recovery_failed", "room": "r", "reason": "trimmed"})
+    assert client._first_time({"room": "r", "seq": 1, "data": "renumbered"})
 
 
 def test_full_jitter_stays_under_the_capped_exponential() -> None:
@@ -236,7 +247,7 @@ def restartable(redis_server: RedisServer) -> Iterator[Callable[[], subprocess.P
         procs.append(spawn_uvicorn("tests._rooms_app:app", port, env=env))
         return procs[-1]
 
-    start.port = port  # type: ignore[attr-defined]
+    start.port = port
     yield start
     for proc in procs:
         if proc.poll() is None:
@@ -249,7 +260,7 @@ def restartable(redis_server: RedisServer) -> Iterator[Callable[[], subprocess.P
 async def test_server_restart_mid_stream_loses_and_repeats_nothing(
     restartable: Callable[[], subprocess.Popen[bytes]], redis_server: RedisServer
 ) -> None:
-    port = restartable.port  # type: ignore[attr-defined]
+    port = restartable.port
     server = restartable()
     await await_for(lambda: listening(port), 20, "uvicorn")
     total, got = 300, []

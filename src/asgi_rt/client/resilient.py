@@ -105,7 +105,7 @@ class ResilientClient:
         self._outbox: deque[str | bytes] = deque()
         self._outbox_size, self._auth_timeout = outbox_size, auth_timeout
         self._resume_url, self._on_connect = resume_url, on_connect
-        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[Any](inbox_size)
+        self._inbox_size = inbox_size  # the inbox itself is made on entering (then closed)
         self._send_lock = anyio.Lock()
         self._ws: ClientConnection | None = None
         self._gave_up: ClientGaveUp | None = None
@@ -121,6 +121,7 @@ class ResilientClient:
         return self._ws is not None
 
     async def __aenter__(self) -> Self:
+        self._inbox_in, self._inbox_out = anyio.create_memory_object_stream[Any](self._inbox_size)
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._run)
@@ -162,6 +163,8 @@ class ResilientClient:
         return self
 
     async def __anext__(self) -> Any:
+        if self._task_group is None:
+            raise RuntimeError("iterate inside 'async with ResilientClient(...) as client:'")
         try:
             return await self._inbox_out.receive()
         except anyio.EndOfStream:
