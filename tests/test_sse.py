@@ -353,13 +353,19 @@ class InProcess:
 SCOPE = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": b""}
 
 
+async def open_streams(tg: Any, manager: ConnectionManager, *drivers: InProcess) -> None:
+    """Start one EventStreamResponse per driver in ``tg``; return once all are registered."""
+    for driver in drivers:
+        tg.start_soon(EventStreamResponse(manager, heartbeat=None), SCOPE, driver.receive,
+                      driver.send)  # fmt: skip
+    await await_for(lambda: len(manager) == len(drivers), what="registration")
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 async def test_in_process_broadcast_then_disconnect(anyio_backend: str) -> None:
     manager, driver = ConnectionManager(), InProcess()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(EventStreamResponse(manager, heartbeat=None), SCOPE, driver.receive,
-                      driver.send)  # fmt: skip
-        await await_for(lambda: len(manager) == 1, what="registration")
+        await open_streams(tg, manager, driver)
         assert await manager.broadcast({"n": 1}) == 1
         await driver.got_body.wait()
         driver.disconnect.set()
@@ -372,9 +378,7 @@ async def test_in_process_broadcast_then_disconnect(anyio_backend: str) -> None:
 async def test_in_process_manager_close_writes_a_close_event(anyio_backend: str) -> None:
     manager, driver = ConnectionManager(), InProcess()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(EventStreamResponse(manager, heartbeat=None), SCOPE, driver.receive,
-                      driver.send)  # fmt: skip
-        await await_for(lambda: len(manager) == 1, what="registration")
+        await open_streams(tg, manager, driver)
         await manager.close_all(1012, "service restart")
     assert driver.body.endswith(b'event: close\ndata: {"code":1012,"reason":"service restart"}\n\n')
     assert driver.sent[-1]["more_body"] is False
@@ -384,10 +388,7 @@ async def test_in_process_manager_close_writes_a_close_event(anyio_backend: str)
 async def test_a_broadcast_is_framed_once_for_every_sse_member(anyio_backend: str) -> None:
     manager, drivers = ConnectionManager(), [InProcess(), InProcess()]
     async with anyio.create_task_group() as tg:
-        for driver in drivers:
-            tg.start_soon(EventStreamResponse(manager, heartbeat=None), SCOPE, driver.receive,
-                          driver.send)  # fmt: skip
-        await await_for(lambda: len(manager) == 2, what="registration")
+        await open_streams(tg, manager, *drivers)
         await manager.broadcast("once")
         for driver in drivers:
             await driver.got_body.wait()

@@ -67,32 +67,36 @@ async def collect(client: ResilientClient, into: list[Any]) -> None:
             into.append(message)
 
 
+async def give_up(url: str, **options: Any) -> tuple[ResilientClient, ClientGaveUp]:
+    """Run a client until it gives up; the client and what it raised."""
+    async with ResilientClient(url, **options) as client:
+        with pytest.raises(ClientGaveUp) as gave_up:
+            await collect(client, [])
+    return client, gave_up.value
+
+
 async def test_a_server_that_drops_at_once_is_backed_off_not_hammered(
     app_server: tuple[RunningServer, Counter[str]],
 ) -> None:
     server, seen = app_server
     policy = Recording(max_failures=5)
-    async with ResilientClient(f"{server.url}/drop", token="good", policy=policy) as client:
-        with pytest.raises(ClientGaveUp) as gave_up:
-            await collect(client, [])
+    _client, given_up = await give_up(f"{server.url}/drop", token="good", policy=policy)
     failures = [d.failures for d in policy.seen]
     assert failures == [1, 2, 3, 4, 5]  # each connection was up too briefly to reset
     assert [d.code for d in policy.seen] == [1011] * 5
     assert seen["/drop"] == 5
-    assert gave_up.value.attempts == 5 and gave_up.value.code == 1011
-    assert "after 5 failure(s)" in str(gave_up.value)
+    assert given_up.attempts == 5 and given_up.code == 1011
+    assert "after 5 failure(s)" in str(given_up)
 
 
 async def test_a_policy_close_is_not_retried(
     app_server: tuple[RunningServer, Counter[str]],
 ) -> None:
     server, seen = app_server
-    async with ResilientClient(f"{server.url}/ws/a", token="wrong", policy=Recording()) as client:
-        with pytest.raises(ClientGaveUp) as gave_up:
-            await collect(client, [])
-        with pytest.raises(ClientGaveUp):
-            await client.send("too late")
-    assert gave_up.value.code == 1008
+    client, given_up = await give_up(f"{server.url}/ws/a", token="wrong", policy=Recording())
+    with pytest.raises(ClientGaveUp):
+        await client.send("too late")
+    assert given_up.code == 1008
     assert client.attempts == 1
     assert seen["/ws/a"] == 0  # the app never saw the unauthenticated socket
 
@@ -103,11 +107,9 @@ async def test_every_close_code_reaches_the_policy(
 ) -> None:
     server, _ = app_server
     policy = Recording(max_failures=1)
-    async with ResilientClient(f"{server.url}/close/{code}", token="good", policy=policy) as client:
-        with pytest.raises(ClientGaveUp) as gave_up:
-            await collect(client, [])
+    _client, given_up = await give_up(f"{server.url}/close/{code}", token="good", policy=policy)
     assert [d.code for d in policy.seen] == [code]
-    assert gave_up.value.code == code
+    assert given_up.code == code
 
 
 async def test_a_raising_token_function_is_a_failed_attempt_not_a_crash(
@@ -119,20 +121,16 @@ async def test_a_raising_token_function_is_a_failed_attempt_not_a_crash(
         raise RuntimeError("token endpoint down")
 
     policy = Recording(max_failures=2)
-    async with ResilientClient(f"{server.url}/ws/a", token=token, policy=policy) as client:
-        with pytest.raises(ClientGaveUp) as gave_up:
-            await collect(client, [])
+    client, given_up = await give_up(f"{server.url}/ws/a", token=token, policy=policy)
     assert client.attempts == 2
     assert "token endpoint down" in policy.seen[-1].reason
-    assert "token endpoint down" in gave_up.value.reason
+    assert "token endpoint down" in given_up.reason
 
 
 async def test_no_server_gives_up_after_max_failures() -> None:
     url = f"ws://127.0.0.1:{free_port()}/ws/a"
-    async with ResilientClient(url, policy=Recording(max_failures=3)) as client:
-        with pytest.raises(ClientGaveUp) as gave_up:
-            await collect(client, [])
-    assert gave_up.value.attempts == 3 and gave_up.value.code == 1006
+    _client, given_up = await give_up(url, policy=Recording(max_failures=3))
+    assert given_up.attempts == 3 and given_up.code == 1006
 
 
 async def test_sends_while_disconnected_wait_in_a_bounded_outbox() -> None:
