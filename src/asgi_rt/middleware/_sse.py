@@ -80,7 +80,8 @@ class EventStreamRecorder:
 
     async def _body(self, message: Message) -> None:
         body = message.get("body", b"")
-        events = body.count(b"\n\n") if body and body[:1] != b":" else 0  # not heartbeats
+        heartbeat = body.startswith(b":")  # a comment chunk is not an event
+        events = body.count(b"\n\n") if body and not heartbeat else 0
         span = None
         if events and self.mw.sampler():
             span = start_frame_span(self.mw.tracer, f"SSE {self.route} send", SpanKind.PRODUCER,
