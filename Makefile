@@ -1,30 +1,54 @@
 # Two commands matter: `make run` and `make test`. Both create .venv on first use and
-# reinstall only when pyproject.toml changes.
+# install exactly what the committed locks in requirements/ name (with hashes), so a fresh
+# clone next year gets what CI got today. `make lock` refreshes the locks on purpose;
+# `make test-latest` runs the suite against the newest releases to see drift early.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+LATEST ?= 0
+UV_COMPILE = $(BIN)/uv pip compile --generate-hashes --universal --python-version 3.11 --no-header -q
 
-.PHONY: run test lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
+ifeq ($(LATEST),1)
+INSTALL_RUN = $(BIN)/python -m pip install --quiet --upgrade -e '.[redis]' uvicorn fastapi websockets
+INSTALL_DEV = $(BIN)/python -m pip install --quiet --upgrade -e '.[dev,redis]'
+else
+INSTALL_RUN = $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/run.lock \
+	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+INSTALL_DEV = $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements/dev.lock \
+	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+endif
+
+.PHONY: run test test-latest lock lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[redis]' uvicorn fastapi websockets
+$(VENV)/.installed: pyproject.toml requirements/run.lock | $(BIN)/python
+	$(INSTALL_RUN)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml requirements/dev.lock | $(BIN)/python
+	$(INSTALL_DEV)
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/uvicorn examples.fastapi_app.app:app --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest
+
+# The same suite on the newest releases of everything (not the lock): drift seen on purpose.
+test-latest:
+	$(MAKE) test VENV=.venv-latest LATEST=1
+
+# Re-resolve the locks (after changing dependencies in pyproject.toml or requirements/*.in).
+lock: $(VENV)/.installed-dev
+	$(UV_COMPILE) pyproject.toml requirements/tools.in --extra dev --extra redis \
+		-o requirements/dev.lock
+	$(UV_COMPILE) pyproject.toml requirements/tools.in requirements/run.in --extra redis \
+		-o requirements/run.lock
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests examples bench
@@ -73,4 +97,4 @@ bench-sse: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.sse
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache

@@ -253,7 +253,7 @@ class RedisBackend:
         finally:
             self._pubsub = None
             self._set_up(False)
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def _read(self, pubsub: Any) -> None:
         """Read publications; PING when idle, because a connection Redis killed can read
