@@ -10,6 +10,11 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── PoolExhausted           ClientPool had no connection to lend in time (or was closed)
     ├── ClientGaveUp            ResilientClient stopped reconnecting (1008, or too many failures)
     ├── OutboxFull              ResilientClient's bounded outbox had no room while disconnected
+    ├── HistoryGap              a room's history cannot fill a gap (trimmed, or the epoch changed)
+    ├── BackendUnavailable      the backplane cannot be reached now
+    │   ├── PublishNotApplied       a publish that certainly did not happen: safe to retry
+    │   └── PublishOutcomeUnknown   a publish that may or may not have happened: retry only
+    │                               with the same ``idempotency_key``
     └── ProtocolViolation       the peer broke a limit; the connection was closed with `code`
         ├── MessageTooBig       a frame over max_message_size (1009)
         ├── RateLimitExceeded   the per-connection token bucket ran dry (1008)
@@ -23,14 +28,18 @@ from __future__ import annotations
 
 __all__ = [
     "AsgiRtError",
+    "BackendUnavailable",
     "ClientGaveUp",
     "ConnectionClosed",
     "DuplicateConnectionId",
+    "HistoryGap",
     "InvalidData",
     "MessageTooBig",
     "OutboxFull",
     "PoolExhausted",
     "ProtocolViolation",
+    "PublishNotApplied",
+    "PublishOutcomeUnknown",
     "RateLimitExceeded",
     "RequestFailed",
 ]
@@ -104,6 +113,39 @@ class OutboxFull(AsgiRtError):
 
     default_code = 1013
     default_reason = "outbox full"
+
+
+class HistoryGap(AsgiRtError):
+    """The history cannot fill the gap since ``since``: trimmed, or the epoch changed.
+
+    ``reason`` says which ("trimmed", "epoch changed", "unknown position")."""
+
+    default_code = 1000
+    default_reason = "history unavailable"
+
+
+class BackendUnavailable(AsgiRtError):
+    """The backplane cannot be reached (a call during an outage fails fast with this).
+
+    A publish raises one of the two subclasses, which say whether it applied."""
+
+    default_code = 1013
+    default_reason = "backplane unavailable"
+
+
+class PublishNotApplied(BackendUnavailable):
+    """The publish certainly did not happen (e.g. no connection could be made, or the
+    backplane refused it): no member will receive it, and retrying is safe."""
+
+    default_reason = "publish not applied"
+
+
+class PublishOutcomeUnknown(BackendUnavailable):
+    """The publish was sent but its answer never came (timeout, connection lost mid-call):
+    it may have been applied. Retry with the same ``idempotency_key`` to apply it at most
+    once."""
+
+    default_reason = "publish outcome unknown"
 
 
 class ProtocolViolation(AsgiRtError):

@@ -9,6 +9,8 @@ from .base import (
     PositionStore,
     PresenceStore,
     Publication,
+    PublishNotApplied,
+    PublishOutcomeUnknown,
 )
 from .memory import MemoryBackend
 
@@ -20,6 +22,8 @@ __all__ = [
     "PositionStore",
     "PresenceStore",
     "Publication",
+    "PublishNotApplied",
+    "PublishOutcomeUnknown",
     "make_backend",
 ]
 

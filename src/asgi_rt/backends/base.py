@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
-from ..exceptions import AsgiRtError
+from ..exceptions import (
+    BackendUnavailable,
+    HistoryGap,
+    PublishNotApplied,
+    PublishOutcomeUnknown,
+)
 
 __all__ = [
     "Backend",
@@ -22,6 +27,8 @@ __all__ = [
     "PositionStore",
     "PresenceStore",
     "Publication",
+    "PublishNotApplied",
+    "PublishOutcomeUnknown",
 ]
 
 
@@ -40,20 +47,6 @@ class Publication:
     seq: int
     epoch: str
     data: bytes
-
-
-class HistoryGap(AsgiRtError):
-    """The history cannot fill the gap since ``since``: trimmed, or the epoch changed."""
-
-    default_code = 1000
-    default_reason = "history unavailable"
-
-
-class BackendUnavailable(AsgiRtError):
-    """The backplane cannot be reached (publish during an outage fails fast with this)."""
-
-    default_code = 1013
-    default_reason = "backplane unavailable"
 
 
 @runtime_checkable
