@@ -128,11 +128,12 @@ async def test_fastapi_chat_resumes_from_since_exactly_once(
     url = f"{server.url}/ws/resume-room"
     async with await _join(url, "alice-token") as alice:
         await alice.send(json.dumps({"text": "before"}))
-        last_seen = (await _next_frame(alice, "message"))["seq"]
+        last = await _next_frame(alice, "message")
     async with await _join(url, "bob-token") as bob:
         for text in ("missed 1", "missed 2"):
             await bob.send(json.dumps({"text": text}))
-        async with await _join(f"{url}?since={last_seen}", "alice-token") as alice:
+        resume = f"{url}?since={last['seq']}&epoch={last['epoch']}"  # what every frame carries
+        async with await _join(resume, "alice-token") as alice:
             texts = [(await _next_message(alice))["text"] for _ in range(2)]
             await bob.send(json.dumps({"text": "live"}))
             texts.append((await _next_message(alice))["text"])

@@ -124,9 +124,12 @@ async def test_one_publish_reaches_websocket_and_sse_members_alike(
         frame = await ws.recv()
         event = await next_data_event(stream)
     assert event.data == frame
-    assert json.loads(frame) == {"room": "lobby", "seq": 1, "data": "hello"}
-    assert event.id is not None and parse_last_event_id(event.id) is not None
-    assert parse_last_event_id(event.id)[0] == 1  # type: ignore[index]
+    assert event.id is not None
+    position = parse_last_event_id(event.id)
+    assert position is not None
+    seq, epoch = position
+    assert json.loads(frame) == {"room": "lobby", "seq": 1, "epoch": epoch, "data": "hello"}
+    assert seq == 1 and epoch
 
 
 async def test_multi_line_data_becomes_one_event_of_several_data_lines(
@@ -165,8 +168,9 @@ async def test_a_stream_that_saw_no_publication_still_resumes(
 ) -> None:
     async with subscribe(server, "/events/quiet") as (_, stream):
         joined = await next_data_event(stream, joined=True)
-    assert json.loads(joined.data) == {"type": "joined", "room": "quiet", "seq": 0, "epoch": None}
-    assert joined.id == ":0"  # what EventSource will send back as Last-Event-ID
+    epoch = json.loads(joined.data)["epoch"]  # a room has an epoch from its first join
+    assert json.loads(joined.data) == {"type": "joined", "room": "quiet", "seq": 0, "epoch": epoch}
+    assert joined.id == f"{epoch}:0"  # what EventSource will send back as Last-Event-ID
     await await_for(lambda: len(harness.rooms) == 0, what="the disconnect")
     await harness.publish(server, "quiet", "while away")
     async with subscribe(server, "/events/quiet", last_event_id=joined.id) as (_, stream):
@@ -179,8 +183,10 @@ async def test_an_unknown_last_event_id_says_recovery_failed(
 ) -> None:
     async with subscribe(server, "/events/news", last_event_id="garbage") as (_, stream):
         event = await next_data_event(stream)
-    assert json.loads(event.data) == {"type": "recovery_failed", "room": "news",
-                                      "reason": "unknown position"}  # fmt: skip
+    notice = json.loads(event.data)
+    assert notice == {"type": "recovery_failed", "room": "news", "reason": "unknown position",
+                      "seq": 0, "epoch": notice["epoch"]}  # fmt: skip
+    assert event.id == f"{notice['epoch']}:0"  # the browser resends a position that works
 
 
 async def test_a_stale_epoch_says_recovery_failed(server: RunningServer, harness: Harness) -> None:

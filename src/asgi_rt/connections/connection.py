@@ -156,6 +156,16 @@ class Connection:
         message, size = encode(data, self._limits.dumps)
         return self._sender.deliver(message, size, key)
 
+    def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
+        """Send or queue an already-encoded ASGI message without awaiting the socket: the
+        synchronous path managers use to fan one shared message out (see ``send``).
+
+        Returns:
+            ``True`` if sent or queued; ``False`` if dropped (the connection is closing or
+            closed, or the overflow policy refused it; the stats count which).
+        """
+        return self._sender.deliver(message, size, key)
+
     async def request(self, type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
         """Send ``{"type": type, "data": data, "id": ...}`` and wait for the client's ack.
 
