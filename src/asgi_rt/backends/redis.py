@@ -115,7 +115,9 @@ class RedisBackend:
         prefix: key prefix for every key and channel this backend touches.
         buffer: publications the local listener may hold before it stops reading.
         publish_timeout: seconds before a publish fails with ``BackendUnavailable``.
-        max_backoff: cap of the listener's reconnect backoff, in seconds.
+        max_backoff: cap of the listener's reconnect backoff, in seconds. Small on purpose:
+            it is one connection per process, and members hear nothing until it is back,
+            so live delivery resumes within about this long of Redis being usable again.
         ping_interval: idle seconds after which the listener PINGs its connection.
         ping_timeout: seconds without the PONG before the connection counts as dead.
         on_listener_state: ``hook(up: bool)`` when the listener (dis)connects.
@@ -138,7 +140,7 @@ class RedisBackend:
         prefix: str = "asgi_rt:",
         buffer: int = 10_000,
         publish_timeout: float = 2.0,
-        max_backoff: float = 5.0,
+        max_backoff: float = 0.5,
         ping_interval: float = 3.0,
         ping_timeout: float = 2.0,
         on_listener_state: Callable[[bool], None] | None = None,
