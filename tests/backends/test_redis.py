@@ -271,3 +271,22 @@ async def test_room_keys_expire_after_room_ttl(redis_server: RedisServer) -> Non
         ttls = [await admin.pttl(f"asgi_rt:{kind}:room") for kind in ("seq", "epoch", "stream")]
     await admin.aclose()
     assert all(0 < ttl <= 60_000 for ttl in ttls), ttls
+
+
+async def test_a_herd_of_joins_waits_for_the_pool_instead_of_closing_1011(
+    redis_server: RedisServer, serve: Any
+) -> None:
+    """200 clients joining at once (a restart's reconnect herd), more than the pool holds:
+    each waits for a connection, none is closed 1011, and uvicorn logs no ASGI exception."""
+    from asgi_rt import RoomManager
+
+    from .._rooms_app import make_app
+
+    server = serve(make_app(RoomManager(backend=redis_server.url), auth=False), lifespan="on")
+
+    async def join(i: int) -> str:
+        async with websockets.connect(f"{server.url}/ws/room-{i % 50}") as ws:
+            return str(json.loads(await asyncio.wait_for(ws.recv(), 30))["type"])
+
+    results = await asyncio.gather(*(join(i) for i in range(200)), return_exceptions=True)
+    assert results == ["joined"] * 200
