@@ -75,7 +75,8 @@ class ConnectionManager:
             :func:`~asgi_rt.connections.drain.drain_on_signal` instead.
         metrics: export queue wait, queue depth, drops and slow-consumer closes into
             this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
-            ``stats()`` at scrape time, so they cost nothing per message).
+            ``stats()`` at scrape time, so they cost nothing per message; in multiprocess
+            mode written once a second while the manager is entered).
 
     Raises:
         ValueError: a bound is out of range.
@@ -121,6 +122,7 @@ class ConnectionManager:
         self._connections: dict[str, Connection] = {}
         self._reserved: set[str] = set()  # ids whose handshake is still in progress
         self._stats = ManagerStats()
+        self._metrics = metrics
         if metrics is not None:
             metrics.watch(self)
 
@@ -278,9 +280,12 @@ class ConnectionManager:
 
     def _background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         """What runs while the manager is entered; subclasses add theirs."""
-        if self._heartbeat is None and self._idle_timeout is None:
-            return []
-        return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
+        tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        if self._heartbeat is not None or self._idle_timeout is not None:
+            tasks.append(partial(sweep_forever, self, self._heartbeat, self._idle_timeout))
+        if self._metrics is not None and self._metrics.multiprocess:
+            tasks.append(partial(self._metrics.export_forever, self))
+        return tasks
 
     async def _admit(
         self, websocket: Transport, id: str | None, subprotocol: str | None,
