@@ -293,11 +293,11 @@ class ConnectionManager:
     ) -> Connection:  # fmt: skip
         """Accept and register; registered only once accepted, so that a broadcast never
         races the handshake."""
-        if (self._heartbeat or self._idle_timeout) and not self._running:
-            raise RuntimeError(
-                "heartbeat and idle_timeout need the manager running: "
-                "'async with manager:' in the app's lifespan"
-            )
+        try:
+            self._require_started("connect")
+        except RuntimeError:
+            await _refuse(websocket)
+            raise
         conn_id = self._reserve(id)
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
@@ -305,6 +305,20 @@ class ConnectionManager:
             return self._register(websocket, conn_id, meta)
         finally:
             self._reserved.discard(conn_id)
+
+    def _require_started(self, call: str) -> None:
+        """Raise the error that names the fix when the manager's work needs it entered."""
+        if self._running or not self._needs_start():
+            return
+        name = type(self).__name__
+        raise RuntimeError(
+            f"{name}.{call}() before the manager was started: enter it in the app's "
+            "lifespan, 'async with manager:' around the lifespan's yield"
+        )
+
+    def _needs_start(self) -> bool:
+        """Whether connections need the background tasks; subclasses with a backend do."""
+        return self._heartbeat is not None or self._idle_timeout is not None
 
     def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id
@@ -341,6 +355,18 @@ class ConnectionManager:
         if self._inline_send is None:
             self._inline_send = _on_asyncio()
         return self._inline_send
+
+
+async def _refuse(websocket: Transport) -> None:
+    """Close a WebSocket whose manager was never started: 403 before accept, else 1011 with
+    a reason (rather than the silence of a socket nobody serves)."""
+    if (
+        isinstance(websocket, WebSocket)
+        and websocket.client_state is not WebSocketState.DISCONNECTED
+    ):
+        with anyio.CancelScope(shield=True):
+            await websocket.send({"type": "websocket.close", "code": 1011,
+                                  "reason": "server not started"})  # fmt: skip
 
 
 def _on_asyncio() -> bool:
