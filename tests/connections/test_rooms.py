@@ -137,10 +137,20 @@ async def test_exit_closes_every_connection_with_1001() -> None:
     ready: set[str] = set()
     rooms = RoomManager()
     app = room_app(rooms, ready.add)
-    async with websocket_session(app, "/ws/a?id=1") as ws:
+    started, stop = anyio.Event(), anyio.Event()
+
+    async def lifespan() -> None:  # a RoomManager refuses connections until it is started
         async with rooms:
+            started.set()
+            await stop.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lifespan)
+        await started.wait()
+        async with websocket_session(app, "/ws/a?id=1") as ws:
             await wait_joined(ready, "1")
-        assert await ws.receive_close() == 1001
+            stop.set()
+            assert await ws.receive_close() == 1001
 
 
 def test_backend_urls_pick_the_implementation() -> None:

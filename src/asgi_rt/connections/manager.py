@@ -75,7 +75,8 @@ class ConnectionManager:
             :func:`~asgi_rt.connections.drain.drain_on_signal` instead.
         metrics: export queue wait, queue depth, drops and slow-consumer closes into
             this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
-            ``stats()`` at scrape time, so they cost nothing per message).
+            ``stats()`` at scrape time, so they cost nothing per message; in multiprocess
+            mode written once a second while the manager is entered).
 
     Raises:
         ValueError: a bound is out of range.
@@ -121,6 +122,7 @@ class ConnectionManager:
         self._connections: dict[str, Connection] = {}
         self._reserved: set[str] = set()  # ids whose handshake is still in progress
         self._stats = ManagerStats()
+        self._metrics = metrics
         if metrics is not None:
             metrics.watch(self)
 
@@ -278,9 +280,12 @@ class ConnectionManager:
 
     def _background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         """What runs while the manager is entered; subclasses add theirs."""
-        if self._heartbeat is None and self._idle_timeout is None:
-            return []
-        return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
+        tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        if self._heartbeat is not None or self._idle_timeout is not None:
+            tasks.append(partial(sweep_forever, self, self._heartbeat, self._idle_timeout))
+        if self._metrics is not None and self._metrics.multiprocess:
+            tasks.append(partial(self._metrics.export_forever, self))
+        return tasks
 
     async def _admit(
         self, websocket: Transport, id: str | None, subprotocol: str | None,
@@ -288,11 +293,11 @@ class ConnectionManager:
     ) -> Connection:  # fmt: skip
         """Accept and register; registered only once accepted, so that a broadcast never
         races the handshake."""
-        if (self._heartbeat or self._idle_timeout) and not self._running:
-            raise RuntimeError(
-                "heartbeat and idle_timeout need the manager running: "
-                "'async with manager:' in the app's lifespan"
-            )
+        try:
+            self._require_started("connect")
+        except RuntimeError:
+            await _refuse(websocket)
+            raise
         conn_id = self._reserve(id)
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
@@ -300,6 +305,20 @@ class ConnectionManager:
             return self._register(websocket, conn_id, meta)
         finally:
             self._reserved.discard(conn_id)
+
+    def _require_started(self, call: str) -> None:
+        """Raise the error that names the fix when the manager's work needs it entered."""
+        if self._running or not self._needs_start():
+            return
+        name = type(self).__name__
+        raise RuntimeError(
+            f"{name}.{call}() before the manager was started: enter it in the app's "
+            "lifespan, 'async with manager:' around the lifespan's yield"
+        )
+
+    def _needs_start(self) -> bool:
+        """Whether connections need the background tasks; subclasses with a backend do."""
+        return self._heartbeat is not None or self._idle_timeout is not None
 
     def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id
@@ -336,6 +355,18 @@ class ConnectionManager:
         if self._inline_send is None:
             self._inline_send = _on_asyncio()
         return self._inline_send
+
+
+async def _refuse(websocket: Transport) -> None:
+    """Close a WebSocket whose manager was never started: 403 before accept, else 1011 with
+    a reason (rather than the silence of a socket nobody serves)."""
+    if (
+        isinstance(websocket, WebSocket)
+        and websocket.client_state is not WebSocketState.DISCONNECTED
+    ):
+        with anyio.CancelScope(shield=True):
+            await websocket.send({"type": "websocket.close", "code": 1011,
+                                  "reason": "server not started"})  # fmt: skip
 
 
 def _on_asyncio() -> bool:

@@ -87,6 +87,9 @@ class RoomManager(ConnectionManager):
         finally:
             await self.backend.__aexit__(exc_type, exc, tb)
 
+    def _needs_start(self) -> bool:
+        return True  # the backend and its listener: without them nothing is delivered
+
     def rooms(self) -> list[str]:
         """Rooms with at least one member in this process."""
         return list(self._rooms)
@@ -112,6 +115,7 @@ class RoomManager(ConnectionManager):
         With ``announce``, the client is then sent ``{"type": "joined", "room": ..., "seq":
         ..., "epoch": ...}``: the position its stream starts after.
         """
+        self._require_started("join")
         if announce and not isinstance(self.backend, PositionStore):
             raise TypeError(f"announce needs a position: {type(self.backend).__name__} has none")
         joined = self._joined.setdefault(conn, set())
@@ -246,6 +250,7 @@ class RoomManager(ConnectionManager):
             BackendUnavailable: the base of both: the backplane cannot take it now (a
                 publish never hangs).
         """
+        self._require_started("publish")
         excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
         header = f"{time.time():.6f} {','.join(c.id for c in excluded)}".encode()
         body = self._limits.dumps(data).encode()
