@@ -189,6 +189,19 @@ async def test_an_unknown_last_event_id_says_recovery_failed(
     assert event.id == f"{notice['epoch']}:0"  # the browser resends a position that works
 
 
+async def test_a_last_event_id_of_non_ascii_digits_says_recovery_failed(
+    server: RunningServer,
+) -> None:
+    headers = {"accept": b"text/event-stream", "last-event-id": b"e:\xb2"}  # latin-1 for "e:²"
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream("GET", http_url(server, "/events/news"), headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        event = await next_data_event(events(resp))
+    assert json.loads(event.data)["reason"] == "unknown position"
+
+
 async def test_a_stale_epoch_says_recovery_failed(server: RunningServer, harness: Harness) -> None:
     async with subscribe(server, "/events/news", last_event_id="oldepoch:3") as (_, stream):
         event = await next_data_event(stream)
@@ -318,7 +331,7 @@ def test_format_event_splits_lines_and_carries_fields() -> None:
 def test_parse_last_event_id() -> None:
     assert parse_last_event_id("ab12:7") == (7, "ab12")
     assert parse_last_event_id(":0") == (0, None)  # a room nothing was published to yet
-    for bad in (None, "", "7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30):
+    for bad in (None, "", "7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30, "ab:\u00b2", "ab:\u0661"):
         assert parse_last_event_id(bad) is None, bad
 
 

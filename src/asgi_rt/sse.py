@@ -66,7 +66,7 @@ def parse_last_event_id(value: str | None) -> tuple[int, str | None] | None:
     if not value or ":" not in value:
         return None
     epoch, _, seq = value.rpartition(":")
-    if not seq.isdigit() or len(seq) > 18:
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:  # "²".isdigit(); int() refuses
         return None
     return int(seq), epoch or None
 

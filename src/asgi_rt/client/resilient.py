@@ -8,7 +8,6 @@ its delays are process-wide settings, not an injectable policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from .._json import dumps, loads
 from ..exceptions import ClientGaveUp, OutboxFull
 from .retry import Backoff, Disconnect, RetryPolicy
 
@@ -143,10 +143,13 @@ class ResilientClient:
         Raises:
             OutboxFull: disconnected, and ``outbox_size`` messages are already waiting.
             ClientGaveUp: the client has stopped reconnecting.
+            TypeError: ``data`` holds a value JSON has no form for.
+            ValueError: ``data`` cannot be standard JSON or UTF-8 text (``NaN``, a lone
+                surrogate...): refused here rather than failing the connection later.
         """
         if self._gave_up is not None:
             raise self._gave_up
-        payload = data if isinstance(data, str | bytes) else json.dumps(data)
+        payload = _payload(data)
         async with self._send_lock:
             ws = self._ws
             if ws is not None and not self._outbox:
@@ -224,7 +227,7 @@ class ResilientClient:
             return
         with anyio.fail_after(self._auth_timeout):  # a token endpoint that hangs, too
             token = self._token if isinstance(self._token, str) else await self._token()
-            await ws.send(json.dumps({"type": "auth", "token": token}))
+            await ws.send(dumps({"type": "auth", "token": token}))
             answer = await ws.recv()
         if _decode(answer) != {"type": "auth_ok"}:
             raise _AuthFailed(f"expected {{'type': 'auth_ok'}}, got {str(answer)[:100]!r}")
@@ -294,7 +297,18 @@ async def _close(ws: ClientConnection) -> None:
 
 
 def _decode(raw: str | bytes) -> Any:
+    """A frame's JSON value; its text (or bytes) when it is no JSON within our limits."""
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         return raw
+
+
+def _payload(data: Any) -> str | bytes:
+    if isinstance(data, bytes):
+        return data
+    if not isinstance(data, str):
+        return dumps(data)
+    if not data.isascii():
+        data.encode("utf-8")  # UnicodeEncodeError (a ValueError) names a lone surrogate
+    return data

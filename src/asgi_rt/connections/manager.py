@@ -24,6 +24,7 @@ import anyio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .._background import Background
+from .._json import DEFAULT_MAX_DEPTH
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
 from ._limits import Limits
@@ -62,10 +63,14 @@ class ConnectionManager:
         max_message_size: largest inbound frame in bytes; larger closes 1009.
         rate_limit: inbound token bucket per connection; exceeding it closes 1008.
         max_invalid_frames: bad JSON frames tolerated per connection before 1007.
+        max_json_depth: deepest nesting ``iter_json`` decodes (1..500); a deeper frame is
+            answered ``invalid_json`` like any bad JSON, before it can exhaust the stack.
         close_timeout: seconds to wait for a close frame to be written.
         inline_send: write frames from the caller's task when they do not block.
             ``None`` (default) enables it under asyncio and not under trio.
-        dumps: JSON encoder for dict/list payloads (called once per broadcast).
+        dumps: JSON encoder for dict/list payloads (called once per broadcast). The default
+            refuses what is not standard JSON (``NaN``, ``Infinity``, lone surrogates) with
+            a ``ValueError`` at the caller; a replacement must produce standard JSON too.
         heartbeat: app-level ping/pong (:class:`~asgi_rt.connections.heartbeat.Heartbeat`);
             an unanswered ping closes 4001 ``heartbeat timeout``.
         idle_timeout: seconds without an inbound frame before closing 4000 ``idle timeout``.
@@ -93,6 +98,7 @@ class ConnectionManager:
         max_message_size: int | None = MiB,
         rate_limit: RateLimit | None = None,
         max_invalid_frames: int = 5,
+        max_json_depth: int = DEFAULT_MAX_DEPTH,
         close_timeout: float = 2.0,
         inline_send: bool | None = None,
         dumps: Dumps = compact_dumps,
@@ -105,7 +111,7 @@ class ConnectionManager:
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
             max_message_size=max_message_size, rate_limit=rate_limit,
-            max_invalid_frames=max_invalid_frames, dumps=dumps,
+            max_invalid_frames=max_invalid_frames, dumps=dumps, max_json_depth=max_json_depth,
             queue_wait=None if metrics is None else metrics.queue_wait.labels(),
             heartbeat=heartbeat is not None,
             track_activity=heartbeat is not None or idle_timeout is not None,
@@ -216,6 +222,12 @@ class ConnectionManager:
 
         Returns:
             How many connections the message was sent or queued to.
+
+        Raises:
+            TypeError: ``data`` is of a type that cannot be sent, or holds a value JSON has
+                no form for (the message names it and where it is).
+            ValueError: ``data`` cannot be valid JSON or UTF-8 text (``NaN``, ``Infinity``,
+                a lone surrogate...): nothing was sent to anyone.
 
         Under asyncio this does not suspend. Without inline sends (trio) it yields once
         at the end so that the writers can run.
