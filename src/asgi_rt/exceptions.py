@@ -97,15 +97,34 @@ class ClientGaveUp(AsgiRtError):
     """The resilient client stopped: the server closed with a code that must not be retried
     (1008 by default), or the retry policy gave up after ``attempts`` failures.
 
-    ``code``/``reason`` are the last close's (1006 when no connection could be made)."""
+    Raised as itself out of ``async with ResilientClient(...)`` (never inside an
+    ``ExceptionGroup``). The message names the phase the last attempt ended in.
+
+    Attributes:
+        code: the last close frame's code; 1006 when there was none (no connection, an
+            HTTP refusal, a lost connection), then see ``status``.
+        reason: the close reason, or the error's text.
+        status: the HTTP status of a refused handshake (401, 429, 503...), else ``None``.
+        phase: ``"connect"``, ``"handshake"``, ``"auth"`` or ``"open"`` (see
+            :class:`~asgi_rt.client.retry.Disconnect`).
+        attempts: connection attempts made in all.
+    """
 
     default_code = 1006
     default_reason = "gave up reconnecting"
 
-    def __init__(self, message: str = "", *, code: int | None = None, reason: str | None = None,
-                 attempts: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, message: str = "", *, code: int | None = None, reason: str | None = None,
+        attempts: int = 0, status: int | None = None, phase: str = "",
+    ) -> None:  # fmt: skip
         super().__init__(message, code=code, reason=reason)
-        self.attempts = attempts
+        self.attempts, self.status, self.phase = attempts, status, phase
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientGaveUp({str(self)!r}, code={self.code}, reason={self.reason!r}, "
+            f"status={self.status}, phase={self.phase!r}, attempts={self.attempts})"
+        )
 
 
 class OutboxFull(AsgiRtError):
