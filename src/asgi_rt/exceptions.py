@@ -8,6 +8,7 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
     ├── RequestFailed           conn.request() got no ack in time, or too many were pending
     ├── PoolExhausted           ClientPool had no connection to lend in time (or was closed)
+    │   └── UpstreamUnavailable     ClientPool could not connect, or its breaker is open
     ├── ClientGaveUp            ResilientClient stopped reconnecting (1008, or too many failures)
     ├── OutboxFull              ResilientClient's bounded outbox had no room while disconnected
     ├── HistoryGap              a room's history cannot fill a gap (trimmed, or the epoch changed)
@@ -42,6 +43,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "RateLimitExceeded",
     "RequestFailed",
+    "UpstreamUnavailable",
 ]
 
 
@@ -91,6 +93,22 @@ class PoolExhausted(AsgiRtError):
 
     default_code = 1013
     default_reason = "no connection available"
+
+
+class UpstreamUnavailable(PoolExhausted):
+    """A ``ClientPool`` could not connect to its upstream, or its circuit breaker is open
+    after failed connects: fails at once instead of every borrower trying.
+
+    Attributes:
+        retry_after: seconds until the breaker lets one borrower try again (0: a trial is
+            under way). The connect error, when there was one, is the ``__cause__``.
+    """
+
+    default_reason = "upstream unavailable"
+
+    def __init__(self, message: str = "", *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ClientGaveUp(AsgiRtError):
