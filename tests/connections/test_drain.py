@@ -43,16 +43,20 @@ async def test_a_signal_closes_connections_then_reaches_the_servers_handler() ->
     assert handed_over in ([(signal.SIGTERM, [])], [(signal.SIGTERM, ["closed"])])  # after
 
 
-async def test_a_second_signal_hands_over_at_once() -> None:
+async def test_a_second_signal_hands_over_at_once_and_later_ones_are_not_swallowed() -> None:
     manager, handed_over = ConnectionManager(), []
     original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
+    original_int = signal.signal(signal.SIGINT, lambda sig, frame: handed_over.append(sig))
     try:
         async with manager, drain_on_signal(manager, window=30):
             signal.raise_signal(signal.SIGTERM)  # starts a (long) drain
-            signal.raise_signal(signal.SIGTERM)  # impatient
-            assert handed_over == [signal.SIGTERM]
+            signal.raise_signal(signal.SIGINT)  # impatient: the first, then this one
+            assert handed_over == [signal.SIGTERM, signal.SIGINT]
+            signal.raise_signal(signal.SIGINT)  # and every later one: none is swallowed
+            assert handed_over == [signal.SIGTERM, signal.SIGINT, signal.SIGINT]
     finally:
         signal.signal(signal.SIGTERM, original)
+        signal.signal(signal.SIGINT, original_int)
 
 
 def test_window_is_checked() -> None:
@@ -87,7 +91,7 @@ def test_drain_window_is_checked() -> None:
         ConnectionManager(drain_window=-1)
 
 
-async def test_the_servers_handler_runs_once_even_after_two_signals() -> None:
+async def test_the_servers_handler_sees_each_signal_once() -> None:
     manager, handed_over = ConnectionManager(), []
     original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
     try:
@@ -98,4 +102,4 @@ async def test_the_servers_handler_runs_once_even_after_two_signals() -> None:
             # and it must not hand the first signal over a second time
     finally:
         signal.signal(signal.SIGTERM, original)
-    assert handed_over == [signal.SIGTERM]
+    assert handed_over == [signal.SIGTERM, signal.SIGTERM]
