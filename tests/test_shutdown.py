@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
+from asgi_rt._retry_hint import retry_hint
+
 from ._poll import await_for
 from ._system import close_of, free_port, listening, raise_open_files, spawn_uvicorn
 
@@ -73,7 +75,10 @@ async def test_sigterm_closes_every_connection_cleanly(
         assert set(codes) <= {1001, 1012}, {c: codes.count(c) for c in set(codes)}  # never 1006
         return
     assert set(codes) == {1012}, {c: codes.count(c) for c in set(codes)}
-    assert {reason for _, reason, _ in closes} == {"service restart"}  # ours, not uvicorn's
+    hints = [retry_hint(reason) for _, reason, _ in closes]  # ours, not uvicorn's
+    assert all(r.startswith("service restart; retry in ") for _, r, _ in closes), closes[:3]
+    assert all(h is not None and 0 <= h <= 2 * window + 0.05 for h in hints)
+    assert len(set(hints)) >= 10  # a delay per connection, spread, not one for all
     times = sorted(at for _, _, at in closes)
     # spread, not all at once: the batches are 50 ms apart and can only come later than planned
     assert times[-1] - times[0] >= window / 2, times[-1] - times[0]

@@ -21,6 +21,7 @@ from time import time
 __all__ = [
     "RetryAfter",
     "check_retry_after",
+    "drain_reason",
     "header_value",
     "parse_retry_after",
     "retry_hint",
@@ -39,6 +40,15 @@ def with_retry_hint(reason: str, delay: float) -> str:
     room = _MAX_REASON - len(suffix)
     base = reason.encode()[:room].decode(errors="ignore")
     return base + suffix
+
+
+def drain_reason(reason: str, window: float, offset: float) -> str:
+    """The close reason for a connection closed ``offset`` seconds into a drain spread over
+    ``window`` seconds: it waits out the rest of the drain, then a uniform share of one
+    more window, so that the clients of a restarted server come back spread over the
+    window after it, not all at once when the new one listens."""
+    delay = max(0.0, window - offset) + random.uniform(0, window)
+    return with_retry_hint(reason, delay)
 
 
 def retry_hint(reason: str) -> float | None:

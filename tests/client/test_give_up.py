@@ -134,3 +134,29 @@ def test_retry_after_header_values(value: str | None, seconds: float | None) -> 
 def test_retry_after_option_is_checked(bad: Any, error: type[Exception]) -> None:
     with pytest.raises(error, match="retry_after"):
         HandshakeMiddleware(hold_app, allowed_origins=["*"], retry_after=bad)
+
+
+async def restart_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Closes as a draining server does, with a suggested delay in the reason."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    reason = "service restart; retry in 0.5s"
+    await send({"type": "websocket.close", "code": 1012, "reason": reason})
+
+
+async def test_the_delay_a_drain_suggests_is_obeyed(serve: Callable[..., RunningServer]) -> None:
+    server = serve(restart_app)
+    delays: list[float | None] = []
+
+    class Obeying(Recording):
+        def next_delay(self, disconnect: Disconnect) -> float | None:
+            delays.append(super().next_delay(disconnect))
+            return delays[-1]
+
+    policy = Obeying(max_failures=2, initial=0.01, maximum=0.01)
+    gave_up = await _run_until_given_up(f"{server.url}/ws", policy=policy)
+    assert [(d.code, d.retry_after) for d in policy.seen] == [(1012, 0.5)] * 2
+    assert delays[0] == 0.5  # not the backoff's 0.01 s at most
+    assert "closed by the server: close 1012 'service restart; retry in 0.5s'" in str(gave_up)

@@ -12,6 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from asgi_rt import ConnectionManager, drain_on_signal
+from asgi_rt._retry_hint import retry_hint, with_retry_hint
 from asgi_rt.testing import websocket_session
 
 from .._poll import await_for
@@ -37,9 +38,10 @@ async def test_a_signal_closes_connections_then_reaches_the_servers_handler() ->
         assert signal.getsignal(signal.SIGTERM) is server_handler  # restored on exit
     finally:
         signal.signal(signal.SIGTERM, original)
-    assert (message["type"], message["code"], message["reason"]) == (
-        "websocket.close", 1012, "service restart",
-    )  # fmt: skip
+    assert (message["type"], message["code"]) == ("websocket.close", 1012)
+    hint = retry_hint(message["reason"])  # the rest of the window plus a share of one more
+    assert message["reason"].startswith("service restart; retry in ")
+    assert hint is not None and 0 <= hint <= 0.4 + 0.05, message["reason"]
     assert handed_over in ([(signal.SIGTERM, [])], [(signal.SIGTERM, ["closed"])])  # after
 
 
@@ -103,3 +105,10 @@ async def test_the_servers_handler_sees_each_signal_once() -> None:
     finally:
         signal.signal(signal.SIGTERM, original)
     assert handed_over == [signal.SIGTERM, signal.SIGTERM]
+
+
+def test_a_retry_hint_fits_a_close_reason() -> None:
+    reason = with_retry_hint("é" * 100, 12.34)
+    assert len(reason.encode()) <= 123 and reason.endswith("; retry in 12.3s")
+    assert retry_hint(reason) == 12.3
+    assert retry_hint("service restart") is None
