@@ -25,6 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .._background import Background
 from .._json import DEFAULT_MAX_DEPTH
+from .._retry_hint import drain_reason
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
 from ._limits import Limits
@@ -249,7 +250,7 @@ class ConnectionManager:
 
     async def close_all(
         self, code: int = 1001, reason: str = "server shutdown", *, timeout: float = 5.0,
-        window: float = 0.0,
+        window: float = 0.0, retry_hint: bool = True,
     ) -> None:  # fmt: skip
         """Close every connection with ``code`` after draining its queue.
 
@@ -258,14 +259,21 @@ class ConnectionManager:
         their own backoff jitter spreads them further. Connections still draining
         ``timeout`` seconds after their close was requested are closed without waiting for
         their queue (each close frame still gets ``close_timeout``).
+
+        With ``window`` > 0 and ``retry_hint``, each close reason ends with a suggested
+        delay, ``"service restart; retry in 1.3s"``: the rest of the drain plus a uniform
+        share of one more window, so that clients come back spread over the window after
+        the drain. ``ResilientClient`` obeys it; a browser can read it from the close event.
         """
         conns = tuple(self._connections.values())
         batches = max(1, min(len(conns), round(window / 0.05))) if window > 0 else 1
         for index in range(batches):
             if index:
                 await anyio.sleep(window / batches)
+            offset = window * index / batches
             for conn in conns[index::batches]:
-                conn._sender.request_close(code, reason, drain=True)
+                said = drain_reason(reason, window, offset) if window and retry_hint else reason
+                conn._sender.request_close(code, said, drain=True)
         with anyio.move_on_after(timeout):
             for conn in conns:
                 await conn.wait_closed()
