@@ -9,8 +9,11 @@ handshake when configured), and only then runs the app, which sees an ordinary c
 from __future__ import annotations
 
 import logging
+import operator
 import traceback
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +28,7 @@ __all__ = ["AuthInfo", "Authenticated", "FirstMessageAuthMiddleware"]
 logger = logging.getLogger("asgi_rt.auth")
 
 FailureHook = ReasonHook
+SamePrincipal = Callable[[Any, Any], bool]
 
 
 class FirstMessageAuthMiddleware:
@@ -41,7 +45,9 @@ class FirstMessageAuthMiddleware:
     malformed`` (binary, not JSON, wrong type, no token) or ``auth failed`` (refused, or
     ``authenticate`` raised: logged, never the token); 1009 for a first frame over
     ``max_auth_size``. With an expiry, the connection is closed 1008 ``token expired`` at
-    that time unless the client sent a fresh auth frame first (answered ``auth_ok``).
+    that time unless the client sent a fresh auth frame first (answered ``auth_ok``). A
+    fresh frame must authenticate the same principal (``same_principal``), else 1008
+    ``principal changed``: a socket has one identity for its whole life.
 
     Args:
         app: the ASGI app to protect.
@@ -57,6 +63,9 @@ class FirstMessageAuthMiddleware:
         allow_query_token: the explicit opt-in for ``query_param``.
         stats: a ``Counter`` of failures by reason (one is made if omitted).
         on_failure: ``on_failure(reason, scope)`` per failure; errors are logged.
+        same_principal: ``(old, new) -> bool``, whether a refresh frame's principal is
+            the one the socket logged in as (default ``old == new``). One that raises is
+            logged and counts as ``False``.
 
     A handshake token that fails is refused before accept with HTTP 401. Without one
     (or with none configured) the first-frame exchange runs.
@@ -76,9 +85,12 @@ class FirstMessageAuthMiddleware:
         allow_query_token: bool = False,
         stats: Counter[str] | None = None,
         on_failure: FailureHook | None = None,
+        same_principal: SamePrincipal = operator.eq,
     ) -> None:
         if not callable(authenticate):
             raise TypeError("authenticate must be an async callable taking the token")
+        if not callable(same_principal):
+            raise TypeError("same_principal must be a callable (old, new) -> bool")
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0, got {timeout!r}")
         if max_auth_size < 16:
@@ -95,6 +107,7 @@ class FirstMessageAuthMiddleware:
         self.tokens = HandshakeTokens(header, cookie, subprotocol_prefix, query_param)
         self.outcomes = Outcomes(stats, on_failure, "on_failure")
         self.stats = self.outcomes.stats
+        self.same_principal = same_principal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -122,6 +135,14 @@ class FirstMessageAuthMiddleware:
         if isinstance(result, Authenticated):
             return result if result.principal else Failure("failed")
         return Authenticated(result) if result else Failure("failed")
+
+    def same(self, old: Any, new: Any) -> bool:
+        """``same_principal(old, new)``, failsafe: a hook that raises says no."""
+        try:
+            return bool(self.same_principal(old, new))
+        except Exception:
+            logger.exception("same_principal raised; treating the refresh as another principal")
+            return False
 
     def failed(self, reason: str, scope: Scope) -> None:
         self.outcomes.record(reason, scope)
