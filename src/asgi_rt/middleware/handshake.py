@@ -49,10 +49,12 @@ class HandshakeMiddleware:
         require_subprotocol: refuse (400) a client that offers none of ``subprotocols``.
         max_connections: open WebSockets through this middleware at once (503 beyond).
         max_connections_per_client: per client address (429 beyond).
-        client_ip_header: take the client address from this header (e.g.
-            ``x-forwarded-for``) instead of the socket; only behind a proxy that sets it.
+        client_ip_header: take the client address from this header (``x-forwarded-for``,
+            or ``forwarded`` for RFC 7239's ``for=``) instead of the socket; only behind a
+            proxy that sets it.
         trusted_hops: with ``client_ip_header``, how many proxies you run: the address
-            is the one that many entries from the right of the header.
+            is the one that many entries from the right of all the header's lines joined
+            in order (too few entries: the socket's address).
         stats: a ``Counter`` to count rejections by reason into (one is made if omitted).
         on_reject: called as ``on_reject(reason, scope)`` per rejection; errors are logged.
 
