@@ -12,10 +12,11 @@ import logging
 import operator
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._authsession import AuthSession, Failure
@@ -66,6 +67,14 @@ class FirstMessageAuthMiddleware:
         same_principal: ``(old, new) -> bool``, whether a refresh frame's principal is
             the one the socket logged in as (default ``old == new``). One that raises is
             logged and counts as ``False``.
+        sse_paths: path prefixes of HTTP routes (SSE streams) authenticated from the
+            handshake sources above (header, cookie; query only when allowed): a token
+            that fails is a 401 before the route runs; a good one sets ``scope["user"]``
+            and ``scope["auth"]``; without one the route runs with no ``scope["user"]``
+            (``RoomManager(authorize=...)`` then decides). Other HTTP passes untouched.
+        keep_credentials: leave the handshake credentials (``Authorization`` header,
+            token cookie, query parameter) in the scope the app sees; by default they
+            are removed (the app has the token as ``scope["auth"].token``).
 
     A handshake token that fails is refused before accept with HTTP 401. Without one
     (or with none configured) the first-frame exchange runs.
@@ -86,6 +95,8 @@ class FirstMessageAuthMiddleware:
         stats: Counter[str] | None = None,
         on_failure: FailureHook | None = None,
         same_principal: SamePrincipal = operator.eq,
+        sse_paths: Sequence[str] = (),
+        keep_credentials: bool = False,
     ) -> None:
         if not callable(authenticate):
             raise TypeError("authenticate must be an async callable taking the token")
@@ -108,10 +119,19 @@ class FirstMessageAuthMiddleware:
         self.outcomes = Outcomes(stats, on_failure, "on_failure")
         self.stats = self.outcomes.stats
         self.same_principal = same_principal
+        if isinstance(sse_paths, str):
+            raise TypeError("sse_paths must be a list of path prefixes, not one string")
+        self.sse_paths = tuple(sse_paths)
+        if self.sse_paths and not self.tokens.enabled:
+            raise ValueError("sse_paths needs a handshake token source (header, cookie, ...)")
+        self.keep_credentials = keep_credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
+            if scope["type"] == "http" and self._is_sse(scope["path"]):
+                await self._http_auth(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         found = self.tokens.find(scope) if self.tokens.enabled else None
         if found is not None:
@@ -156,9 +176,30 @@ class FirstMessageAuthMiddleware:
             await reject(scope, send, 401, "authentication failed")
             return
         hidden = _hide_bearer(send, self.tokens.subprotocol_prefix)
-        session = AuthSession(self, self.tokens.strip(scope), receive, hidden)
+        scope = self.tokens.strip(scope, credentials=not self.keep_credentials)
+        session = AuthSession(self, scope, receive, hidden)
         session.authenticated(method, result, token)
         await session.run_app(self.app)
+
+    def _is_sse(self, path: str) -> bool:
+        return bool(self.sse_paths) and path.startswith(self.sse_paths)
+
+    async def _http_auth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An SSE route: authenticate from the handshake sources, or 401."""
+        found = self.tokens.find(scope)
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        method, token = found
+        result = await self.verify(token)
+        if isinstance(result, Failure):
+            self.failed(result.reason, scope)
+            await PlainTextResponse("authentication failed", 401)(scope, receive, send)
+            return
+        scope = self.tokens.strip(scope, credentials=not self.keep_credentials)
+        scope["user"] = result.principal
+        scope["auth"] = AuthInfo(method, result.expires_at, token)
+        await self.app(scope, receive, send)
 
 
 def _log_without(token: str, exc: Exception) -> None:
