@@ -20,6 +20,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._authsession import AuthSession, Failure
+from ._mask import mask
 from ._outcomes import Outcomes, ReasonHook
 from ._reject import reject
 from ._tokens import Authenticate, Authenticated, AuthInfo, HandshakeTokens
@@ -203,8 +204,8 @@ class FirstMessageAuthMiddleware:
 
 
 def _log_without(token: str, exc: Exception) -> None:
-    """Log ``authenticate``'s traceback with every copy of the token masked out."""
-    text = "".join(traceback.format_exception(exc)).replace(token, "***")
+    """Log ``authenticate``'s traceback with the token, and any part of it, masked out."""
+    text = mask("".join(traceback.format_exception(exc)), token)
     logger.error("authenticate raised %s; refusing the connection\n%s", type(exc).__name__, text)
 
 
