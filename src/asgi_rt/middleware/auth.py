@@ -68,6 +68,10 @@ class FirstMessageAuthMiddleware:
         same_principal: ``(old, new) -> bool``, whether a refresh frame's principal is
             the one the socket logged in as (default ``old == new``). One that raises is
             logged and counts as ``False``.
+        max_pending: sockets allowed in the first-frame exchange at once (accepted,
+            not yet authenticated), apart from ``HandshakeMiddleware``'s
+            ``max_connections``; beyond it a handshake is refused with 503 before accept
+            (reason ``busy``). With ``timeout`` it bounds what unauthenticated peers cost.
         sse_paths: path prefixes of HTTP routes (SSE streams) authenticated from the
             handshake sources above (header, cookie; query only when allowed): a token
             that fails is a 401 before the route runs; a good one sets ``scope["user"]``
@@ -96,6 +100,7 @@ class FirstMessageAuthMiddleware:
         stats: Counter[str] | None = None,
         on_failure: FailureHook | None = None,
         same_principal: SamePrincipal = operator.eq,
+        max_pending: int | None = None,
         sse_paths: Sequence[str] = (),
         keep_credentials: bool = False,
     ) -> None:
@@ -126,6 +131,10 @@ class FirstMessageAuthMiddleware:
         if self.sse_paths and not self.tokens.enabled:
             raise ValueError("sse_paths needs a handshake token source (header, cookie, ...)")
         self.keep_credentials = keep_credentials
+        if max_pending is not None and max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1 or None, got {max_pending!r}")
+        self.max_pending = max_pending
+        self.pending = 0  # shared by every connection through this middleware: its point
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -138,8 +147,17 @@ class FirstMessageAuthMiddleware:
         if found is not None:
             await self._handshake_auth(scope, receive, send, *found)
             return
+        if self.max_pending is not None and self.pending >= self.max_pending:
+            self.failed("busy", scope)
+            await reject(scope, send, 503, "too many unauthenticated connections")
+            return
         session = AuthSession(self, scope, receive, send)
-        if await session.first_message():
+        self.pending += 1
+        try:
+            authenticated = await session.first_message()
+        finally:
+            self.pending -= 1
+        if authenticated:
             await session.run_app(self.app)
 
     async def verify(self, token: str) -> Authenticated | Failure:
