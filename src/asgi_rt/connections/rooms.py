@@ -50,7 +50,8 @@ class RoomManager(ConnectionManager):
             :meth:`join` (``"join"``; an SSE stream: ``"subscribe"``, on resume too) and
             :meth:`publish_as` (``"publish"``); ``principal`` is the connection's
             ``scope["user"]``. Only ``True`` allows; a hook that raises is logged and
-            denies. Denials raise :class:`~asgi_rt.Forbidden` and are counted
+            denies. Denials raise :class:`~asgi_rt.Forbidden` (a refused :meth:`join`
+            joins nothing) and are counted
             (``asgi_rt_authorization_denials_total{action}``). Default: everything allowed.
         **options: the :class:`ConnectionManager` options (queue bounds, overflow, ...).
 
@@ -116,9 +117,6 @@ class RoomManager(ConnectionManager):
         ..., "epoch": ...}`` (the room's position, see :meth:`position`): a client that
         passes that epoch back on reconnect is told ``recovery_failed`` if the history was
         lost meanwhile, instead of being resumed into a different numbering.
-
-        Raises:
-            Forbidden: ``authorize`` refused (nothing was joined).
         """
         await self._authorizer.check_join(conn, room)
         if announce and not isinstance(self.backend, PositionStore):
