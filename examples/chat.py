@@ -10,7 +10,9 @@ Frames the page receives: ``{"type": "auth_ok"}``; ``{"type": "joined", "room": 
 "presence", "room": ...,
 "members": [...]}`` (who is here, once after joining); ``{"room": ..., "seq": ..., "data":
 ...}`` per publication, where ``data`` is a ``message`` or a ``presence`` join/leave event;
-``{"type": "recovery_failed", ...}`` when history cannot fill a gap. A bad room name,
+``{"type": "recovery_failed", ...}`` when history cannot fill a gap; ``{"type": "error",
+"reason": "forbidden", "room": ...}`` when :func:`authorize` refuses a join (then a 1008
+close) or a message (the socket stays). A bad room name,
 ``since`` or ``epoch`` closes the socket 1008 with a reason (a client bug: retrying the
 same URL cannot help); an unreachable backplane closes it 1013 (try again later).
 """
@@ -23,7 +25,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from asgi_rt import RoomManager
+from asgi_rt import Connection, Forbidden, RoomManager
 from asgi_rt.backends import BackendUnavailable
 
 DEMO_TOKENS = {"alice-token": "alice", "bob-token": "bob", "carol-token": "carol"}
@@ -50,6 +52,23 @@ async def verify_token(token: str) -> str | None:
     return DEMO_TOKENS.get(token)
 
 
+DASHBOARD = "dashboard"  # the server publishes its counters here; clients only read
+
+
+async def authorize(user: Any, action: str, room: str) -> bool:
+    """Who may join, stream or publish to which room (``RoomManager(authorize=...)``).
+
+    ``private-<user>`` is that user's alone; the dashboard is read-only for clients
+    (``publish_as`` is refused; the server's own ``rooms.publish`` is not asked); any
+    other room is open to every logged-in user.
+    """
+    if room.startswith("private-"):
+        return user is not None and room == f"private-{user}"
+    if room == DASHBOARD:
+        return action != "publish"
+    return user is not None
+
+
 async def chat_session(rooms: RoomManager, websocket: WebSocket, room: str) -> None:
     user = websocket.scope["user"]  # set by FirstMessageAuthMiddleware
     since, epoch = websocket.query_params.get("since"), websocket.query_params.get("epoch")
@@ -65,9 +84,20 @@ async def chat_session(rooms: RoomManager, websocket: WebSocket, room: str) -> N
             await conn.send({"type": "presence", "room": room, "members": members})
             async for message in conn.iter_json():
                 if text := text_of(message):
-                    await rooms.publish(room, {"type": "message", "from": user, "text": text})
+                    await say(rooms, conn, room, {"type": "message", "from": user, "text": text})
+        except Forbidden as refused:  # authorize said no to the join: tell the page, close
+            await conn.send({"type": "error", "reason": refused.reason, "room": room})
+            await conn.close(refused.code, refused.reason)
         except BackendUnavailable:
             await conn.close(1013, "chat backend unavailable")  # the page retries later
+
+
+async def say(rooms: RoomManager, conn: Connection, room: str, message: dict[str, Any]) -> None:
+    """Publish what the client said, if it may; else an error frame (the socket stays)."""
+    try:
+        await rooms.publish_as(conn, room, message)
+    except Forbidden as refused:
+        await conn.send({"type": "error", "reason": refused.reason, "room": room})
 
 
 def invalid(room: str, since: str | None, epoch: str | None) -> str:

@@ -41,7 +41,7 @@ from asgi_rt import (
     metrics_app,
     provide,
 )
-from examples.chat import allowed_origins, chat_session, verify_token
+from examples.chat import allowed_origins, authorize, chat_session, verify_token
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
 BACKEND = os.environ.get("ASGI_RT_BACKEND", "memory://")
@@ -52,6 +52,7 @@ metrics = Metrics()  # the global prometheus_client registry; one Metrics per re
 rooms = RoomManager(
     backend=BACKEND,
     presence=True,
+    authorize=authorize,  # private-<user> rooms, a read-only dashboard (examples/chat.py)
     metrics=metrics,
     queue_size=256,
     overflow=Overflow.DISCONNECT,

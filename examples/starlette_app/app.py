@@ -41,13 +41,12 @@ from asgi_rt import (
     provide,
 )
 from asgi_rt.backends import BackendUnavailable
-from examples.chat import allowed_origins, chat_session, verify_token
+from examples.chat import DASHBOARD, allowed_origins, authorize, chat_session, verify_token
 
 HERE = Path(__file__).parent
 CHAT_PAGE = (HERE.parent / "fastapi_app" / "index.html").read_text()
 DASHBOARD_PAGE = (HERE / "dashboard.html").read_text()
 ORIGINS = allowed_origins(default_port=8001)
-DASHBOARD = "dashboard"
 
 
 async def chat_page(request: Request) -> HTMLResponse:
@@ -87,7 +86,8 @@ def create_app(backend: str | None = None) -> Starlette:
     registry = CollectorRegistry()  # one per app: create_app() can be called again (tests)
     metrics = Metrics(registry)
     rooms = RoomManager(backend=backend or os.environ.get("ASGI_RT_BACKEND", "memory://"),
-                        presence=True, metrics=metrics, history_size=100)  # fmt: skip
+                        presence=True, metrics=metrics, history_size=100,
+                        authorize=authorize)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

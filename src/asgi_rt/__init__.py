@@ -2,6 +2,7 @@
 
 from ._version import __version__ as __version__
 from .connections import (
+    AuthorizeAction,
     Connection,
     ConnectionManager,
     Heartbeat,
@@ -17,6 +18,7 @@ from .exceptions import (
     ClientGaveUp,
     ConnectionClosed,
     DuplicateConnectionId,
+    Forbidden,
     HistoryGap,
     InvalidData,
     MessageTooBig,
@@ -45,6 +47,7 @@ __all__ = [
     "AsgiRtError",
     "AuthInfo",
     "Authenticated",
+    "AuthorizeAction",
     "BackendUnavailable",
     "ClientGaveUp",
     "Connection",
@@ -53,6 +56,7 @@ __all__ = [
     "DuplicateConnectionId",
     "EventStreamResponse",
     "FirstMessageAuthMiddleware",
+    "Forbidden",
     "HandshakeMiddleware",
     "Heartbeat",
     "HistoryGap",

@@ -12,6 +12,7 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── ClientGaveUp            ResilientClient stopped reconnecting (1008, or too many failures)
     ├── OutboxFull              ResilientClient's bounded outbox had no room while disconnected
     ├── HistoryGap              a room's history cannot fill a gap (trimmed, or the epoch changed)
+    ├── Forbidden               RoomManager's ``authorize`` refused a join, publish or stream (1008)
     ├── BackendUnavailable      the backplane cannot be reached now
     │   ├── PublishNotApplied       a publish that certainly did not happen: safe to retry
     │   └── PublishOutcomeUnknown   a publish that may or may not have happened: retry only
@@ -33,6 +34,7 @@ __all__ = [
     "ClientGaveUp",
     "ConnectionClosed",
     "DuplicateConnectionId",
+    "Forbidden",
     "HistoryGap",
     "InvalidData",
     "MessageTooBig",
@@ -159,6 +161,21 @@ class HistoryGap(AsgiRtError):
 
     default_code = 1000
     default_reason = "history unavailable"
+
+
+class Forbidden(AsgiRtError):
+    """``RoomManager(authorize=...)`` refused ``action`` on ``room`` (or raised).
+
+    ``str(error)`` names the action and the room, never the principal or a token; the
+    close ``reason`` is the short ``"forbidden"``.
+    """
+
+    default_code = 1008
+    default_reason = "forbidden"
+
+    def __init__(self, action: str, room: str) -> None:
+        super().__init__(f"not allowed to {action} room {room!r}")
+        self.action, self.room = action, room
 
 
 class BackendUnavailable(AsgiRtError):

@@ -159,6 +159,14 @@ _METRICS: tuple[tuple[str, str, str, str, tuple[str, ...], tuple[float, ...]], .
         (),
     ),
     (
+        "authorization_denials",
+        "counter",
+        "authorization_denials_total",
+        "RoomManager authorize refusals (a raising hook counts as one).",
+        ("action",),
+        (),
+    ),
+    (
         "handshake_rejections",
         "counter",
         "handshake_rejections_total",
@@ -248,6 +256,7 @@ class Metrics:
     messages_dropped: Any  # counter
     slow_consumer_disconnects: Any  # counter
     auth_failures: Any  # counter
+    authorization_denials: Any  # counter
     handshake_rejections: Any  # counter
     rooms_active: Any  # gauge
     backplane_publish: Any  # histogram

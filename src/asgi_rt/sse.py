@@ -31,7 +31,7 @@ import anyio
 import anyio.lowlevel
 from sse_starlette.event import ServerSentEvent
 from starlette.datastructures import Headers
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketState
 
@@ -41,6 +41,7 @@ from .connections._roomframe import RoomFrame, room_notice
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
 from .connections.rooms import RoomManager
+from .exceptions import Forbidden
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
 
@@ -48,6 +49,7 @@ logger = logging.getLogger("asgi_rt.sse")
 
 SEP = "\n"  # the TelemetryMiddleware counts events by blank lines
 CLOSE_EVENT = "close"
+_REFUSED = {401: "authentication required", 403: "forbidden"}
 
 OnConnect = Callable[[Connection], Awaitable[None]]
 
@@ -84,7 +86,9 @@ class EventStreamResponse(Response):
     Args:
         manager: the manager to register with.
         room: for a :class:`RoomManager`, the room to join. A ``Last-Event-ID`` header
-            from a reconnecting ``EventSource`` (or ``since``/``epoch``) resumes it.
+            from a reconnecting ``EventSource`` (or ``since``/``epoch``) resumes it. The
+            manager's ``authorize(scope["user"], "subscribe", room)`` is asked first: a
+            refusal is a plain 401 (no ``scope["user"]``) or 403 before any event.
         since: resume ``room`` after this ``seq`` (overrides ``Last-Event-ID``).
         epoch: the room's epoch that ``since`` belongs to.
         on_connect: ``async (conn) -> None`` run once the stream is open, e.g. to join
@@ -123,11 +127,19 @@ class EventStreamResponse(Response):
                            **(headers or {})})  # fmt: skip
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self._authorized(scope):  # before any byte of the stream
+            status = 401 if scope.get("user") is None else 403
+            await PlainTextResponse(_REFUSED[status], status)(scope, receive, send)
+            return
         stream = EventStream(scope, receive, send, headers=self.raw_headers, room=self.room)
         async with self.manager.connect(stream, **self.meta) as conn:
             if self.retry is not None:
                 await stream.write(format_event(retry=self.retry))
-            await self._open(conn, Headers(scope=scope).get("last-event-id"))
+            try:
+                await self._open(conn, Headers(scope=scope).get("last-event-id"))
+            except Forbidden:  # revoked meanwhile, or on_connect joined a room it may not
+                await conn.close(1008, "forbidden")
+                return
             async with anyio.create_task_group() as tg:
                 if self.heartbeat is not None:
                     tg.start_soon(_beat, conn, self.heartbeat)
@@ -135,6 +147,12 @@ class EventStreamResponse(Response):
                     tg.start_soon(_pump, conn, self.source)
                 await conn.receive()  # None once the client left or the stream was closed
                 tg.cancel_scope.cancel()
+
+    async def _authorized(self, scope: Scope) -> bool:
+        """``authorize(scope["user"], "subscribe", room)`` of a RoomManager's stream."""
+        if self.room is None or not isinstance(self.manager, RoomManager):
+            return True
+        return await self.manager.authorized(scope.get("user"), "subscribe", self.room)
 
     async def _open(self, conn: Connection, last_event_id: str | None) -> None:
         rooms = self.manager

@@ -24,7 +24,8 @@ from .._system import close_of, raise_open_files
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
-TOKENS = {"good-token": "ada", "other-token": "grace"}
+# short-token and fresh-token are two tokens of one principal (a refresh)
+TOKENS = {"good-token": "ada", "other-token": "grace", "short-token": "lin", "fresh-token": "lin"}
 DEEP = "[" * 1500 + "]" * 1500  # under max_auth_size, far deeper than any decoder allows
 
 
@@ -175,7 +176,7 @@ async def test_refresh_before_expiry_keeps_the_connection_then_expiry_closes_100
         await _login(ws, "fresh-token")  # refresh without reconnecting, before 0.6 s
         await asyncio.sleep(0.8)  # past the first expiry: still open thanks to the refresh
         await ws.send("alive")
-        assert await ws.recv() == "fresh-token:alive"
+        assert await ws.recv() == "lin:alive"
         assert await close_of(ws) == (1008, "token expired")
     assert auth.stats == Counter(expired=1)
     assert auth.invocations == 1

@@ -1,5 +1,6 @@
 """Connections with bounded outbound queues, and the managers that fan out over them."""
 
+from ._authorize import Action as AuthorizeAction
 from .backpressure import Overflow
 from .connection import Connection
 from .drain import drain_on_signal
@@ -10,6 +11,7 @@ from .rooms import RoomManager
 from .stats import ManagerStats
 
 __all__ = [
+    "AuthorizeAction",
     "Connection",
     "ConnectionManager",
     "Heartbeat",

@@ -20,6 +20,7 @@ import anyio
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, Resync, make_backend
 from ..backends.base import PositionStore, PresenceStore
+from ._authorize import Action, Authorize, Authorizer
 from ._membership import Membership, Verdict
 from ._presence import Presence, PresenceInfo, default_info
 from ._roomframe import room_frame, room_notice
@@ -47,6 +48,13 @@ class RoomManager(ConnectionManager):
             ``{"type": "presence", "event": "join" | "leave", "member": info}`` to the room.
         presence_ttl: seconds an entry lives unless its worker refreshes it (every ttl/3).
         presence_info: ``conn -> dict`` stored per member (default: id and plain meta).
+        authorize: ``async (principal, action, room) -> bool``, asked before every
+            :meth:`join` (``"join"``; an SSE stream: ``"subscribe"``, on resume too) and
+            :meth:`publish_as` (``"publish"``); ``principal`` is the connection's
+            ``scope["user"]``. Only ``True`` allows; a hook that raises is logged and
+            denies. Denials raise :class:`~asgi_rt.Forbidden` (a refused :meth:`join`
+            joins nothing) and are counted
+            (``asgi_rt_authorization_denials_total{action}``). Default: everything allowed.
         **options: the :class:`ConnectionManager` options (queue bounds, overflow, ...).
 
     Use it as ``async with RoomManager(...) as rooms:`` (e.g. in the app's lifespan): that
@@ -56,8 +64,10 @@ class RoomManager(ConnectionManager):
 
     def __init__(self, *, backend: Backend | str = "memory://", history_size: int = 1000,
                  presence: bool = False, presence_ttl: float = 30.0,
-                 presence_info: PresenceInfo | None = None, **options: Any) -> None:  # fmt: skip
+                 presence_info: PresenceInfo | None = None, authorize: Authorize | None = None,
+                 **options: Any) -> None:  # fmt: skip
         super().__init__(**options)
+        self._authorizer = Authorizer(authorize, options.get("metrics"))
         metrics = options.get("metrics")
         self._publish_seconds = None if metrics is None else metrics.backplane_publish.labels()
         self._lag_seconds = None if metrics is None else metrics.backplane_lag.labels()
@@ -116,6 +126,7 @@ class RoomManager(ConnectionManager):
         ..., "epoch": ...}``: the position its stream starts after.
         """
         self._require_started("join")
+        await self._authorizer.check_join(conn, room)
         if announce and not isinstance(self.backend, PositionStore):
             raise TypeError(f"announce needs a position: {type(self.backend).__name__} has none")
         joined = self._joined.setdefault(conn, set())
@@ -261,6 +272,24 @@ class RoomManager(ConnectionManager):
         if self._publish_seconds is not None:
             self._publish_seconds.observe(time.perf_counter() - started)
         return publication
+
+    async def publish_as(
+        self, conn: Connection, room: str, data: Any, *,
+        exclude: Connection | Collection[Connection] | None = None,
+    ) -> Publication:  # fmt: skip
+        """:meth:`publish` on behalf of ``conn`` (what a client sent), if ``authorize``
+        lets its principal publish to ``room``.
+
+        Raises:
+            Forbidden: ``authorize`` refused (nothing was published).
+            BackendUnavailable: as :meth:`publish`.
+        """
+        await self._authorizer.check(conn, Action.PUBLISH, room)
+        return await self.publish(room, data, exclude=exclude)
+
+    async def authorized(self, principal: Any, action: Action | str, room: str) -> bool:
+        """Ask ``authorize`` directly (failsafe, counted), e.g. before opening a stream."""
+        return await self._authorizer.allowed(principal, Action(action), room)
 
     async def _listen(self) -> None:
         async for item in self.backend.publications():

@@ -30,6 +30,7 @@ REASONS = {
     "failed": (1008, "auth failed"),
     "too_big": (1009, "auth frame too big"),
     "expired": (1008, "token expired"),
+    "principal_changed": (1008, "principal changed"),
 }
 _DISCONNECT: Message = {"type": "websocket.disconnect", "code": 1008}
 
@@ -52,6 +53,7 @@ class AuthSession:
         self._deadline: float | None = None
         self._ended = False
         self._receive_scope: anyio.CancelScope | None = None
+        self._logged_in = False
 
     async def first_message(self) -> bool:
         """Accept and run the first-frame exchange; ``True`` when the app may run."""
@@ -73,7 +75,9 @@ class AuthSession:
         return True
 
     def authenticated(self, method: str, result: Authenticated, token: str) -> None:
-        self.scope["user"] = result.principal
+        if not self._logged_in:  # a refresh keeps the principal (checked by _login)
+            self._logged_in = True
+            self.scope["user"] = result.principal
         self.scope["auth"] = AuthInfo(method, result.expires_at, token)
         if result.expires_at is not None:
             self._deadline = anyio.current_time() + (result.expires_at - time.time())
@@ -120,28 +124,37 @@ class AuthSession:
         mw = self.mw
         token = auth_frame(message.get("text"), message.get("bytes"), mw.max_auth_size,
                            mw.max_json_depth)  # fmt: skip
+        return await self._login(token)
+
+    async def _login(self, token: str | Failure) -> Failure | None:
+        """Verify ``token``; on a refresh, the principal must be the one already here."""
         if isinstance(token, Failure):
             return token
         result = await self.mw.verify(token)
         if isinstance(result, Failure):
             return result
+        if self._logged_in and not self.mw.same(self.scope["user"], result.principal):
+            return Failure("principal_changed")
         self.authenticated("message", result, token)
         await self._send({"type": "websocket.send", "text": '{"type":"auth_ok"}'})
         return None
 
     async def _refresh(self, message: Message) -> bool:
-        """Consume a fresh auth frame (``True``), or leave the message to the app."""
+        """Consume a fresh auth frame (``True``), or leave the message to the app.
+
+        The frame is recognised by its decoded ``type`` (so ``"\\u0061uth"`` is an auth
+        frame here as it is as a first frame); text that is not JSON is the app's.
+        """
         text = message.get("text")
-        if message["type"] != "websocket.receive" or not text or '"auth"' not in text:
+        if message["type"] != "websocket.receive" or not text or not _may_be_auth(text):
             return False
-        try:
-            value: Any = loads(text, max_depth=self.mw.max_json_depth)
-        except ValueError:  # not JSON within our limits: the app's frame, as it is
-            return False
+        value = decode_frame(text, self.mw.max_json_depth)
         if not isinstance(value, dict) or value.get("type") != "auth":
             return False
-        if isinstance(await self._check(message), Failure):
-            await self._fail("failed")
+        token = Failure("too_big") if _too_big(text, self.mw.max_auth_size) else auth_token(value)
+        failure = await self._login(token)
+        if failure is not None:
+            await self._fail(failure.reason)
         return True
 
     async def _watch_expiry(self) -> None:
@@ -164,19 +177,41 @@ class AuthSession:
         return False
 
 
+_NOT_JSON = object()
+
+
+def decode_frame(text: str, max_depth: int) -> Any:
+    """The one place an auth frame's JSON is decoded (first frame and refresh alike), with
+    the bounded decoder: nested deeper than ``max_depth``, ``NaN`` or a lone surrogate is
+    not JSON, as any bad JSON is."""
+    try:
+        return loads(text, max_depth=max_depth)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _may_be_auth(text: str) -> bool:
+    """Cheap filter: a JSON string decoding to ``auth`` has it literally or uses an escape."""
+    return "auth" in text or "\\" in text
+
+
+def _too_big(text: str, max_size: int) -> bool:
+    return len(text) > max_size or len(text.encode()) > max_size
+
+
 def auth_frame(
     text: str | None, data: bytes | None, max_size: int, max_depth: int
 ) -> str | Failure:
-    """Validate an auth frame; return its token or the failure (JSON nested deeper than
-    ``max_depth``, ``NaN`` or a lone surrogate is malformed, as any bad JSON is)."""
+    """Validate an auth frame; return its token or the failure."""
     if text is None:
         return Failure("too_big" if data and len(data) > max_size else "malformed")
-    if len(text) > max_size or len(text.encode()) > max_size:
+    if _too_big(text, max_size):
         return Failure("too_big")
-    try:
-        value: Any = loads(text, max_depth=max_depth)
-    except ValueError:
-        return Failure("malformed")
+    return auth_token(decode_frame(text, max_depth))
+
+
+def auth_token(value: Any) -> str | Failure:
+    """The token of a decoded auth frame, or ``malformed``."""
     if not isinstance(value, dict) or value.get("type") != "auth":
         return Failure("malformed")
     token = value.get("token")

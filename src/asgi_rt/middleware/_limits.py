@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from starlette.types import Scope
 
+from ._clientip import forwarded_for
+
 __all__ = ["ConnectionLimiter"]
 
 
@@ -66,10 +68,8 @@ class ConnectionLimiter:
 
     def client_of(self, scope: Scope) -> str:
         if self.header is not None:
-            for key, value in scope["headers"]:
-                if key == self.header:
-                    hops = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-                    if len(hops) >= self.trusted_hops:
-                        return str(hops[-self.trusted_hops])
+            found = forwarded_for(scope["headers"], self.header, self.trusted_hops)
+            if found is not None:
+                return found
         client = scope.get("client")
         return str(client[0]) if client else "unknown"

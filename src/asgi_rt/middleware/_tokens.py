@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl, urlencode
 
 from starlette.types import Scope
 
@@ -72,13 +72,40 @@ class HandshakeTokens:
         )
         return next(((method, token) for method, token in found if token), None)
 
-    def strip(self, scope: Scope) -> Scope:
-        """A copy of ``scope`` without the bearer subprotocol entries (never echoed back)."""
-        prefix = self.subprotocol_prefix
+    def strip(self, scope: Scope, *, credentials: bool = True) -> Scope:
+        """A copy of ``scope`` without the bearer subprotocol entries (never echoed back)
+        and, with ``credentials``, without the configured sources' tokens: the
+        ``Authorization`` header, the token cookie and the query parameter."""
+        prefix, scope = self.subprotocol_prefix, dict(scope)
         offered = scope.get("subprotocols") or []
-        if not prefix or not any(p.startswith(prefix) for p in offered):
-            return scope
-        return {**scope, "subprotocols": [p for p in offered if not p.startswith(prefix)]}
+        if prefix and any(p.startswith(prefix) for p in offered):
+            scope["subprotocols"] = [p for p in offered if not p.startswith(prefix)]
+        if credentials:
+            scope["headers"] = self._headers_without(scope["headers"])
+            if self.query_param and scope.get("query_string"):
+                pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                kept = [(k, v) for k, v in pairs if k != self.query_param]
+                scope["query_string"] = urlencode(kept).encode("latin-1")
+        return scope
+
+    def _headers_without(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        kept = []
+        for key, value in headers:
+            if key == b"authorization" and self.header:
+                continue
+            if key == b"cookie" and self.cookie:
+                value = _cookie_without(value, self.cookie)
+                if not value:
+                    continue
+            kept.append((key, value))
+        return kept
+
+
+def _cookie_without(value: bytes, name: str) -> bytes:
+    """A ``Cookie`` header value without the cookie ``name``."""
+    pairs = [p.strip() for p in value.split(b";")]
+    prefix = name.encode("latin-1") + b"="
+    return b"; ".join(p for p in pairs if p and not p.startswith(prefix))
 
 
 def _bearer(headers: list[tuple[bytes, bytes]]) -> str | None:

@@ -32,6 +32,7 @@ REJECTIONS = {
     "subprotocol": (400, "no supported subprotocol offered"),
     "max_connections": (503, "too many connections"),
     "max_connections_per_client": (429, "too many connections from this client"),
+    "deflate": (400, "permessage-deflate not accepted here: offer no extensions"),
 }
 
 
@@ -51,10 +52,19 @@ class HandshakeMiddleware:
         require_subprotocol: refuse (400) a client that offers none of ``subprotocols``.
         max_connections: open WebSockets through this middleware at once (503 beyond).
         max_connections_per_client: per client address (429 beyond).
-        client_ip_header: take the client address from this header (e.g.
-            ``x-forwarded-for``) instead of the socket; only behind a proxy that sets it.
+        client_ip_header: take the client address from this header (``x-forwarded-for``,
+            or ``forwarded`` for RFC 7239's ``for=``) instead of the socket; only behind a
+            proxy that sets it.
         trusted_hops: with ``client_ip_header``, how many proxies you run: the address
-            is the one that many entries from the right of the header.
+            is the one that many entries from the right of all the header's lines joined
+            in order (too few entries: the socket's address).
+        refuse_deflate: refuse (400) a handshake that offers ``permessage-deflate``:
+            ``True`` on every route, or a list of path prefixes. The server would inflate
+            every frame, the unauthenticated first one included, before any size check of
+            ours (a 15 KB frame can inflate to ``--ws-max-size``). ASGI gives no way to
+            decline just the extension (the server negotiates it from its own copy of the
+            request), so for browsers, which always offer it, run uvicorn with
+            ``--ws-per-message-deflate false`` instead (README "Security").
         stats: a ``Counter`` to count rejections by reason into (one is made if omitted).
         on_reject: called as ``on_reject(reason, scope)`` per rejection; errors are logged.
         refusal_log_interval: a refusal is logged (logger ``asgi_rt.handshake``, WARNING,
@@ -84,6 +94,7 @@ class HandshakeMiddleware:
         max_connections_per_client: int | None = None,
         client_ip_header: str | None = None,
         trusted_hops: int = 1,
+        refuse_deflate: bool | Sequence[str] = False,
         stats: Counter[str] | None = None,
         on_reject: RejectHook | None = None,
         refusal_log_interval: float = 60.0,
@@ -105,6 +116,11 @@ class HandshakeMiddleware:
         self.limiter = ConnectionLimiter(
             max_connections, max_connections_per_client, client_ip_header, trusted_hops
         )
+        if isinstance(refuse_deflate, str):
+            raise TypeError("refuse_deflate must be a bool or a list of path prefixes")
+        self.deflate_paths: tuple[str, ...] = (
+            ("",) if refuse_deflate is True else tuple(refuse_deflate or ())
+        )
         self.outcomes = Outcomes(stats, on_reject, "on_reject")
         self.stats = self.outcomes.stats
         self.refusals = RefusalLog(refusal_log_interval)
@@ -115,7 +131,8 @@ class HandshakeMiddleware:
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
-        reason = self._check_version(headers) or self._check_origin(headers)
+        reason = (self._check_version(headers) or self._check_origin(headers)
+                  or self._check_deflate(scope))  # fmt: skip
         chosen = self._negotiate(scope.get("subprotocols") or ())
         if reason is None and chosen is None and self.require_subprotocol:
             reason = "subprotocol"
@@ -147,6 +164,12 @@ class HandshakeMiddleware:
         if origin is None:
             return None if self.allow_malformed_origin else "origin"
         return None if any(p.matches(origin) for p in self.patterns) else "origin"
+
+    def _check_deflate(self, scope: Scope) -> str | None:
+        if not self.deflate_paths or not scope["path"].startswith(self.deflate_paths):
+            return None
+        offers = b",".join(v for k, v in scope["headers"] if k == b"sec-websocket-extensions")
+        return "deflate" if b"permessage-deflate" in offers.lower() else None
 
     def _negotiate(self, offered: Iterable[str]) -> str | None:
         if not self.subprotocols:
