@@ -21,6 +21,8 @@ from .._system import free_port, listening, spawn_uvicorn
 
 __all__ = ["Member", "Outcome", "Publisher", "Workers"]
 
+MAX_ATTEMPTS = 250  # a retrying publisher gives up after this many (5 s at 20 ms)
+
 
 class Workers:
     """``Workers(backend_url, logdir)``: two worker processes, each logging to a file."""
@@ -66,6 +68,7 @@ class Outcome:
     seq: int | None = None
     epoch: str | None = None
     error: str | None = None  # the exception class publish raised, or what the HTTP call met
+    retried: list[str] = field(default_factory=list)  # errors of earlier attempts, if retried
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Publisher:
     outcomes: list[Outcome] = field(default_factory=list)
     pads: list[int] = field(default_factory=list)  # sizes of padding for the next publishes
     prime: int = 0  # publishes sent back to back before the steady rate begins
+    retry: bool = False  # retry a failed publish with the same idempotency key until ok
     stopping: bool = False
 
     async def run(self) -> None:
@@ -97,6 +101,19 @@ class Publisher:
         body: dict[str, Any] = {"n": outcome.n}
         if self.pads:
             body["pad"] = "x" * self.pads.pop(0)
+        if not self.retry:
+            await self._attempt(client, url, body, outcome)
+            return
+        url += f"?key={self.room}-{outcome.n}"
+        for _ in range(MAX_ATTEMPTS):
+            await self._attempt(client, url, body, outcome)
+            if outcome.ok or self.stopping or not _retryable(outcome.error):
+                return
+            outcome.retried.append(str(outcome.error))
+            await asyncio.sleep(self.interval)  # the publishing rate, for retries too
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str, body: dict[str, Any],
+                       outcome: Outcome) -> None:  # fmt: skip
         try:
             response = await client.post(url, json=body)
             answer = response.json() if response.status_code == 200 else None
@@ -112,6 +129,13 @@ class Publisher:
 
     def ok_count(self) -> int:
         return sum(o.ok for o in self.outcomes)
+
+
+def _retryable(error: str | None) -> bool:
+    """Errors of the backplane (any of them: an unknown outcome is retried with its key)
+    and calls that got no answer; not the app failing (HTTP 500)."""
+    return error is not None and (error.startswith("no answer") or "Publish" in error
+                                  or error == "BackendUnavailable")  # fmt: skip
 
 
 class Member:

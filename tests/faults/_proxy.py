@@ -10,7 +10,9 @@ while the servers under test (separate uvicorn processes) connect through it. Mo
   mode resumes the flow, when what was held moves on, as TCP's retransmission would.
 
 Besides a mode: :meth:`reset` aborts every current connection with RST on both sides
-(SO_LINGER 0), wherever their commands are; :meth:`refuse` stops listening, so that new
+(SO_LINGER 0), wherever their commands are; :meth:`cut_reply` does it at the worst moment:
+once a command containing a pattern has reached Redis and before its reply gets back (the
+command applied, its sender cannot know); :meth:`refuse` stops listening, so that new
 connections are refused, until ``refuse(False)``.
 """
 
@@ -56,6 +58,9 @@ class FaultProxy:
         self._flowing: asyncio.Event | None = None
         self._pairs: set[Pair] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cut_pattern: bytes | None = None
+        self._cut_pair: Pair | None = None  # its next reply is swallowed, then all reset
+        self.cut = threading.Event()  # set once cut_reply has fired
 
     @property
     def url(self) -> str:
@@ -89,6 +94,16 @@ class FaultProxy:
     def reset(self) -> int:
         """RST every current connection, both sides; the number of connections reset."""
         return self._call(self._reset)
+
+    def cut_reply(self, pattern: bytes) -> None:
+        """Once: let the next command containing ``pattern`` reach Redis, swallow its reply
+        and RST every connection (``cut`` is set then)."""
+
+        async def arm() -> None:
+            self.cut.clear()
+            self._cut_pattern = pattern
+
+        self._call(arm)
 
     def refuse(self, refusing: bool = True) -> None:
         """Stop listening (new connections are refused), or listen again on the same port."""
@@ -137,10 +152,19 @@ class FaultProxy:
             return
         pair = (writer, up_writer)
         self._pairs.add(pair)
-        pumps = [self._spawn(self._pump(reader, up_writer, pair)),
+        pumps = [self._spawn(self._pump(reader, up_writer, pair, upstream=True)),
                  self._spawn(self._pump(up_reader, writer, pair))]  # fmt: skip
         await asyncio.gather(*pumps, return_exceptions=True)
         self._pairs.discard(pair)
+
+    def _cutting(self, chunk: bytes, pair: Pair, upstream: bool) -> bool:
+        """Arm on the command (it goes on); ``True`` for the reply that must not."""
+        if upstream and self._cut_pattern is not None and self._cut_pattern in chunk:
+            self._cut_pattern, self._cut_pair = None, pair
+        elif not upstream and self._cut_pair is pair:
+            self._cut_pair = None
+            return True
+        return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -149,7 +173,7 @@ class FaultProxy:
         return task
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter,
-                    pair: Pair) -> None:  # fmt: skip
+                    pair: Pair, upstream: bool = False) -> None:  # fmt: skip
         """Copy ``src`` to ``dst`` chunk by chunk, as the mode says; a reset on one side is
         passed on as a reset, an EOF as a close."""
         assert self._flowing is not None
@@ -162,6 +186,10 @@ class FaultProxy:
                 await self._flowing.wait()  # a chunk read just before a partition is held
                 if self.mode == "latency":
                     await asyncio.sleep(self.latency)  # the injected fault itself
+                if self._cutting(chunk, pair, upstream):
+                    await self._reset()
+                    self.cut.set()
+                    return
                 dst.write(chunk)
                 await dst.drain()
         except OSError:

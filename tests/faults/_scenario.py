@@ -25,6 +25,9 @@ __all__ = ["MEMBERS_PER_WORKER", "Scenario", "run"]
 
 MEMBERS_PER_WORKER = 2
 RESUME_DEADLINE = 20.0  # s to wait for live delivery before calling it "never"
+# The contract says 1 s after Redis is usable; the assertion is generous for a loaded
+# machine, and every scenario prints what it measured.
+RESUME_BOUND = 10.0
 Fault = Callable[["Scenario"], Awaitable[float]]
 
 
@@ -64,8 +67,8 @@ async def run(workers: Workers, fault: Fault, name: str, *, prime: int = 0) -> V
     verdict = judge(name, scenario.members, scenario.publisher.outcomes)
     verdict.resumed = resumed
     verdict.problems += [f"{who} was closed by the server: {how}" for who, how in closed if how]
-    if resumed is None:
-        verdict.problems.append(f"live delivery did not resume within {RESUME_DEADLINE} s")
+    if resumed is None or resumed > RESUME_BOUND:
+        verdict.problems.append(f"live delivery did not resume within {RESUME_BOUND} s")
     _judge_log(workers.log_text(), verdict)
     print(f"\nfault row: {verdict.row()}")
     return verdict
@@ -107,7 +110,11 @@ async def _settle(scenario: Scenario) -> None:
 
 
 def _judge_log(log: str, verdict: Verdict) -> None:
-    for needle in ("Exception in ASGI application", "Traceback"):
-        if needle in log:
-            start = log.index(needle)
-            verdict.problems.append(f"worker log has {needle!r}: {log[start : start + 600]}")
+    """Every traceback in the workers' logs is a problem; name each by its last line."""
+    if "Exception in ASGI application" in log:
+        verdict.problems.append("worker log has 'Exception in ASGI application'")
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = next((j for j in range(i + 1, len(lines)) if not lines[j].startswith(" ")), i)
+            verdict.problems.append(f"worker log has a traceback ending {lines[end]!r}")

@@ -176,9 +176,15 @@ def _judge_publisher(tracks: list[_Track], outcomes: list[Outcome], verdict: Ver
     delivered = {n for t in tracks for n in t.numbers}
     for outcome in outcomes:
         told = "ok" if outcome.ok else str(outcome.error)
+        for earlier in outcome.retried:
+            verdict.publisher[f"{earlier} (retried)"] = (
+                verdict.publisher.get(f"{earlier} (retried)", 0) + 1
+            )
         verdict.publisher[told] = verdict.publisher.get(told, 0) + 1
         if outcome.ok:
             continue
+        if outcome.retried and outcome.n in delivered:
+            continue  # gave up retrying, but some attempt applied: fine, it was unknown
         if outcome.error == "PublishNotApplied" and outcome.n in delivered:
             verdict.problems.append(f"publish n={outcome.n} raised PublishNotApplied "
                                     "but was delivered")  # fmt: skip

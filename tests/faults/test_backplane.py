@@ -10,6 +10,7 @@ once each; the rows are the issue's table.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
@@ -40,10 +41,20 @@ async def _until_refused(publisher: Publisher, count: int = OUTAGE_ERRORS) -> No
     await await_for(lambda: _errors_after(publisher, first) >= count, 20, "publishes to fail")
 
 
+def _app_failed(publisher: Publisher) -> bool:
+    """The app's publish itself failed (HTTP 500): the log and the verdict will say why."""
+    return any(str(o.error).startswith("HTTP") for o in publisher.outcomes)
+
+
 def _passed(verdict: Verdict) -> None:
-    shown = "\n".join(verdict.problems[:20])
-    more = len(verdict.problems) - 20
-    assert not verdict.problems, f"{verdict.row()}\n{shown}" + (f"\n... {more} more" * (more > 0))
+    """Fail with the scenario's row and its problems, one line per kind of problem."""
+    kinds: dict[str, list[str]] = {}
+    for problem in verdict.problems:
+        kinds.setdefault(re.sub(r"\d+", "N", problem)[:80], []).append(problem)
+    lines = [f"{p[0]}" + (f"  (and {len(p) - 1} more like it)" if len(p) > 1 else "")
+             for p in kinds.values()]  # fmt: skip
+    if verdict.problems:
+        pytest.fail("\n".join([verdict.row(), *lines]), pytrace=False)
 
 
 async def _crash_and_restart(s: Scenario, redis_server: RedisServer, sig: signal.Signals) -> float:
@@ -125,6 +136,35 @@ def test_redis_flushall_loses_history_while_up(workers: Workers, redis_server: R
         return time.monotonic()
 
     _passed(asyncio.run(run(workers, fault, "FLUSHALL", prime=PRIME)))
+
+
+def test_redis_frozen_while_the_publisher_retries_with_a_key(
+    workers: Workers, redis_server: RedisServer
+) -> None:
+    async def fault(s: Scenario) -> float:
+        s.publisher.retry = True  # every publish carries an idempotency key from now on
+        redis_server.pause()
+        try:
+            await await_for(lambda: any(o.retried for o in s.publisher.outcomes), 20, "a retry")
+        finally:
+            redis_server.resume()
+        return time.monotonic()
+
+    _passed(asyncio.run(run(workers, fault, "SIGSTOP, publisher retries with key")))
+
+
+@pytest.mark.parametrize("retry", [False, True], ids=["told", "retried-with-key"])
+def test_network_cuts_the_reply_of_an_applied_publish(
+    proxied_workers: Workers, proxy: FaultProxy, retry: bool
+) -> None:
+    async def fault(s: Scenario) -> float:
+        s.publisher.retry = retry
+        proxy.cut_reply(b"EVALSHA")  # the publish's script call reaches Redis, its reply not
+        await await_for(lambda: proxy.cut.is_set() or _app_failed(s.publisher), 20, "the cut")
+        return time.monotonic()
+
+    name = "proxy: reply of an applied publish cut" + (", retried with key" * retry)
+    _passed(asyncio.run(run(proxied_workers, fault, name)))
 
 
 def test_network_latency(proxied_workers: Workers, proxy: FaultProxy) -> None:
