@@ -34,8 +34,9 @@ $(VENV)/.installed-dev: pyproject.toml requirements/dev.lock | $(BIN)/python
 	$(INSTALL_DEV)
 	touch $@ $(VENV)/.installed
 
+# HOST/PORT also reach the app: its Origin allowlist is the page it serves (http://HOST:PORT).
 run: $(VENV)/.installed
-	$(BIN)/uvicorn examples.fastapi_app.app:app --host $(HOST) --port $(PORT)
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/uvicorn examples.fastapi_app.app:app --host $(HOST) --port $(PORT)
 
 test: lint typecheck pytest
 

@@ -17,6 +17,7 @@ same URL cannot help); an unreachable backplane closes it 1013 (try again later)
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -30,6 +31,18 @@ ROOM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 SEQ = re.compile(r"[0-9]{1,18}")
 EPOCH = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_TEXT = 2000
+
+
+def allowed_origins(default_port: int) -> list[str]:
+    """The browser origins allowed to open sockets: ``ASGI_RT_ALLOWED_ORIGINS`` (comma-
+    separated) if set, else the page's own origin from ``HOST``/``PORT`` (what ``make run
+    HOST=... PORT=...`` serves on; a loopback host also as ``localhost`` and ``127.0.0.1``)."""
+    if override := os.environ.get("ASGI_RT_ALLOWED_ORIGINS"):
+        return [origin.strip() for origin in override.split(",") if origin.strip()]
+    host, port = os.environ.get("HOST", "127.0.0.1"), os.environ.get("PORT", str(default_port))
+    loopback = host in {"127.0.0.1", "localhost", "0.0.0.0", "::", "::1"}
+    hosts = ["127.0.0.1", "localhost"] if loopback else [host]
+    return [f"http://{name}:{port}" for name in hosts]
 
 
 async def verify_token(token: str) -> str | None:

@@ -74,6 +74,25 @@ class RawClient:
     def send_text(self, text: str) -> None:
         self.sock.sendall(_mask_frame(0x1, text.encode()))
 
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """One frame as given: a text frame (0x1) of invalid UTF-8, a binary frame (0x2)..."""
+        self.sock.sendall(_mask_frame(opcode, payload))
+
+    def next_frame(self, timeout: float = 10.0) -> tuple[int, bytes] | None:
+        """The next frame the server sends, or ``None`` at EOF or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (frame := self._parse_one()) is None and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                return None
+            if not chunk:
+                self.eof = True
+                return None
+            self._buf += chunk
+        return frame
+
     def read_frames(self, timeout: float = 10.0) -> list[tuple[int, bytes]]:
         """Read until the server's close frame or EOF (or ``timeout``); return (opcode, payload)."""
         frames: list[tuple[int, bytes]] = []

@@ -167,3 +167,20 @@ async def test_a_refused_token_is_shown_and_not_retried() -> None:
     finally:
         await server.stop()
         server.kill()
+
+
+async def test_make_run_on_another_port_serves_a_page_that_chats() -> None:
+    """``make run PORT=N``: HOST/PORT in the environment, no allowlist of our own."""
+    server = ChatServer("memory://")
+    server.env.pop("ASGI_RT_ALLOWED_ORIGINS")
+    server.env.update(HOST="127.0.0.1", PORT=str(server.port))
+    try:
+        await server.start()
+        async with chromium() as browser:
+            alice = await open_chat(browser, server.url, "alice-token", "lobby")
+            bob = await open_chat(browser, server.url, "bob-token", "lobby")
+            await say(alice, "same port, same origin")
+            await expect(lines(bob, "same port, same origin")).to_have_count(1)
+    finally:
+        await server.stop()
+        server.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -128,11 +129,12 @@ async def test_fastapi_chat_resumes_from_since_exactly_once(
     url = f"{server.url}/ws/resume-room"
     async with await _join(url, "alice-token") as alice:
         await alice.send(json.dumps({"text": "before"}))
-        last_seen = (await _next_frame(alice, "message"))["seq"]
+        last = await _next_frame(alice, "message")
     async with await _join(url, "bob-token") as bob:
         for text in ("missed 1", "missed 2"):
             await bob.send(json.dumps({"text": text}))
-        async with await _join(f"{url}?since={last_seen}", "alice-token") as alice:
+        resume = f"{url}?since={last['seq']}&epoch={last['epoch']}"  # what every frame carries
+        async with await _join(resume, "alice-token") as alice:
             texts = [(await _next_message(alice))["text"] for _ in range(2)]
             await bob.send(json.dumps({"text": "live"}))
             texts.append((await _next_message(alice))["text"])
@@ -165,3 +167,49 @@ async def test_fastapi_example_exports_metrics(serve: Callable[..., RunningServe
     async with httpx.AsyncClient() as http:
         body = (await http.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)).text
     assert "asgi_rt_connections_total" in body and "asgi_rt_backplane_publish_seconds" in body
+
+
+async def test_fastapi_example_labels_websockets_by_route_template(
+    serve: Callable[..., RunningServer],
+) -> None:
+    server = serve(fastapi_example(), lifespan="on")
+    async with await _join(f"{server.url}/ws/route-room", "alice-token") as alice:
+        await alice.send(json.dumps({"text": "counted"}))
+        await _next_message(alice)
+    async with httpx.AsyncClient() as http:
+        body = (await http.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)).text
+    assert 'asgi_rt_connections_total{outcome="accepted",route="/ws/{room}"}' in body, body
+    assert 'route="unknown"' not in body
+
+
+async def test_starlette_example_labels_websockets_and_sse_by_route_template(
+    serve: Callable[..., RunningServer],
+) -> None:
+    server = serve(starlette_example(), lifespan="on")
+    base = f"http://127.0.0.1:{server.port}"
+    async with await _join(f"{server.url}/ws/route-room", "alice-token") as alice:
+        await alice.send(json.dumps({"text": "counted"}))
+        await _next_message(alice)
+    async with httpx.AsyncClient() as http:
+        sse = {"accept": "text/event-stream"}  # what an EventSource sends
+        url = f"{base}/events/dashboard"
+        async with http.stream("GET", url, headers=sse, timeout=10) as stream:
+            assert stream.status_code == 200  # the response started: the SSE is counted
+        body = (await http.get(f"{base}/metrics", timeout=10)).text
+    assert 'asgi_rt_connections_total{outcome="accepted",route="/ws/{room}"}' in body, body
+    assert 'asgi_rt_connections_total{outcome="accepted",route="/events/dashboard"}' in body
+    assert 'route="unknown"' not in body
+
+
+async def test_a_refused_origin_is_logged_once_with_the_origin(
+    serve: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve(starlette_example(), lifespan="on")  # a fresh app: nothing refused yet
+    with caplog.at_level(logging.WARNING, "asgi_rt.handshake"):
+        for _ in range(3):  # a page reconnecting from the wrong port
+            with pytest.raises(websockets.InvalidStatus):
+                await websockets.connect(f"{server.url}/ws/lobby?token=x",
+                                         origin="http://127.0.0.1:8100")  # type: ignore[arg-type]  # fmt: skip
+    [line] = [r.getMessage() for r in caplog.records if r.name == "asgi_rt.handshake"]
+    assert "origin not allowed" in line and "'http://127.0.0.1:8100'" in line, line
+    assert "token" not in line

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ import websockets
 
 from asgi_rt.__main__ import dashboard_json
 
-from ._poll import await_true
+from ._poll import await_for, await_true
 from ._rawclient import RawClient
+from ._redis import RedisServer
 from ._server import RunningServer
-from ._system import free_port, require_binary
+from ._system import free_port, listening, require_binary, spawn_uvicorn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -85,15 +87,15 @@ async def _login(url: str, token: str) -> websockets.ClientConnection:
     return ws
 
 
-async def _scripted_load(server: RunningServer) -> None:
-    url = f"{server.url}/ws/lobby"
+async def _scripted_load(port: int) -> None:
+    url = f"ws://127.0.0.1:{port}/ws/lobby"
     with pytest.raises(websockets.InvalidStatus):
         await websockets.connect(url, origin="https://evil.example")  # type: ignore[arg-type]
     async with websockets.connect(url) as intruder:
         await intruder.send(json.dumps({"type": "auth", "token": "stolen"}))
         with pytest.raises(websockets.ConnectionClosed):
             await intruder.recv()
-    stalled = RawClient(server.port, "/ws/lobby", rcvbuf=4096)
+    stalled = RawClient(port, "/ws/lobby", rcvbuf=4096)
     stalled.send_text(json.dumps({"type": "auth", "token": "carol-token"}))
     alice, bob = await _login(url, "alice-token"), await _login(url, "bob-token")
     for i in range(120):  # ~8 s at the example's rate limit, 1 KB each: fills the stalled peer
@@ -114,17 +116,45 @@ async def test_every_panel_returns_data_from_real_prometheus(
     base = prometheus(server.port)
     async with httpx.AsyncClient(timeout=5) as client:
         await _wait(client, f"{base}/-/ready", lambda r: True, "prometheus to start")
-        await _scripted_load(server)
-        await _wait(client, f"{base}/api/v1/query?query=count_over_time(up[1m])",
-                    lambda r: _first_value(r.json()) >= 10, "ten scrapes")  # fmt: skip
-        empty = []
-        for title, expr in _panel_queries(json.loads(dashboard_json())):
-            response = await client.get(f"{base}/api/v1/query", params={"query": expr})
-            body = response.json()
-            assert body["status"] == "success", (title, expr, body)
-            if title not in NOT_YET_FED and not body["data"]["result"]:
-                empty.append((title, expr))
-        assert empty == [], empty
+        await _scripted_load(server.port)
+        assert await _empty_panels(client, base, NOT_YET_FED) == []
+
+
+async def test_every_panel_has_data_from_two_workers_in_multiprocess_mode(
+    tmp_path: Path, redis_server: RedisServer, prometheus: Callable[[int], str]
+) -> None:
+    """The Deploying section's setup: --workers 2, PROMETHEUS_MULTIPROC_DIR, Redis."""
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+           "ASGI_RT_BACKEND": redis_server.url}  # fmt: skip
+    port = free_port()
+    server = spawn_uvicorn("examples.fastapi_app.app:app", port, "--workers", "2", env=env)
+    try:
+        await await_for(lambda: listening(port) or server.poll() is not None, 60, "uvicorn")
+        assert server.poll() is None, f"uvicorn --workers 2 exited with {server.returncode}"
+        base = prometheus(port)
+        async with httpx.AsyncClient(timeout=5) as client:
+            await _wait(client, f"{base}/-/ready", lambda r: True, "prometheus to start")
+            await _scripted_load(port)
+            assert await _empty_panels(client, base, set()) == []
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+async def _empty_panels(client: httpx.AsyncClient, base: str, exempt: set[str]) -> list[Any]:
+    """After ten scrapes, the panels (title, query) whose query returns no series."""
+    await _wait(client, f"{base}/api/v1/query?query=count_over_time(up[1m])",
+                lambda r: _first_value(r.json()) >= 10, "ten scrapes")  # fmt: skip
+    empty = []
+    for title, expr in _panel_queries(json.loads(dashboard_json())):
+        response = await client.get(f"{base}/api/v1/query", params={"query": expr})
+        body = response.json()
+        assert body["status"] == "success", (title, expr, body)
+        if title not in exempt and not body["data"]["result"]:
+            empty.append((title, expr))
+    return empty
 
 
 def _first_value(body: dict[str, Any]) -> float:

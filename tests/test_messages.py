@@ -15,7 +15,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_rt import Connection, ConnectionManager, RequestFailed
-from asgi_rt.messages import Router, decode_envelope, envelope
+from asgi_rt.messages import EnvelopeError, Router, decode_envelope, envelope
 from asgi_rt.testing import WebSocketSession, websocket_session
 
 from ._poll import await_for
@@ -43,8 +43,8 @@ def routed_app(router: Router, manager: ConnectionManager | None = None) -> Star
     return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
 
 
-def make_router() -> Router:
-    router = Router(max_size=200)
+def make_router(max_size: int | None = 200) -> Router:
+    router = Router(max_size=max_size)
 
     @router.on("move", model=Move)
     async def move(conn: Connection, data: Move) -> dict[str, int]:
@@ -199,3 +199,48 @@ async def test_error_paths_on_a_real_server(
             assert (reply["type"], reply["data"]["code"]) == ("error", code)
         await ws.send(json.dumps({"type": "move", "data": {"x": 1, "y": 2}, "id": "ok"}))
         assert json.loads(await ws.recv()) == {"type": "ack", "id": "ok", "data": {"sum": 3}}
+
+
+HOSTILE_FRAMES = [
+    ("[" * 1500 + "]" * 1500, "invalid_json"),
+    ('{"type": "move", "data": ' + "[" * 65 + "]" * 65 + "}", "invalid_json"),
+    ('{"type": "move", "id": "\\ud800"}', "invalid_json"),
+    ('{"type": "move", "data": NaN, "id": 1}', "invalid_json"),
+    ('{"type": "move", "ts": 1e400}', "invalid_json"),
+    ('{"type": "move", "id": ' + "7" * 4400 + "}", "invalid_json"),
+    ('{"type": "nan", "id": "n"}', "handler_error"),
+]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize(("frame", "code"), HOSTILE_FRAMES)
+async def test_hostile_frames_get_an_error_frame_on_a_real_server(
+    serve: Any, anyio_backend: str, frame: str, code: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    import websockets
+
+    router = make_router(max_size=None)
+
+    @router.on("nan")
+    async def nan(conn: Connection, data: Any) -> float:
+        return float("nan")  # an ack that cannot be JSON: the handler's bug, told as one
+
+    server = serve(routed_app(router, ConnectionManager(max_invalid_frames=20)))
+    with caplog.at_level(logging.ERROR, logger="asgi_rt.messages"):
+        async with websockets.connect(f"{server.url}/ws") as ws:
+            await ws.send(frame)
+            reply = json.loads(await ws.recv())
+            assert (reply["type"], reply["data"]["code"]) == ("error", code)
+            await ws.send(json.dumps({"type": "move", "data": {"x": 1, "y": 2}, "id": "ok"}))
+            assert json.loads(await ws.recv()) == {"type": "ack", "id": "ok", "data": {"sum": 3}}
+
+
+def test_router_checks_max_json_depth() -> None:
+    with pytest.raises(ValueError, match="max_json_depth"):
+        Router(max_json_depth=0)
+    assert decode_envelope('{"type": "a", "data": [[[]]]}', max_depth=4).data == [[[]]]
+    with pytest.raises(EnvelopeError, match="nested deeper than 3"):
+        decode_envelope('{"type": "a", "data": [[[]]]}', max_depth=3)

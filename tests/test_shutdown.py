@@ -13,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
+from asgi_rt._retry_hint import retry_hint
+
 from ._poll import await_for
 from ._system import close_of, free_port, listening, raise_open_files, spawn_uvicorn
 
@@ -73,7 +75,10 @@ async def test_sigterm_closes_every_connection_cleanly(
         assert set(codes) <= {1001, 1012}, {c: codes.count(c) for c in set(codes)}  # never 1006
         return
     assert set(codes) == {1012}, {c: codes.count(c) for c in set(codes)}
-    assert {reason for _, reason, _ in closes} == {"service restart"}  # ours, not uvicorn's
+    hints = [retry_hint(reason) for _, reason, _ in closes]  # ours, not uvicorn's
+    assert all(r.startswith("service restart; retry in ") for _, r, _ in closes), closes[:3]
+    assert all(h is not None and 0 <= h <= 2 * window + 0.05 for h in hints)
+    assert len(set(hints)) >= 10  # a delay per connection, spread, not one for all
     times = sorted(at for _, _, at in closes)
     # spread, not all at once: the batches are 50 ms apart and can only come later than planned
     assert times[-1] - times[0] >= window / 2, times[-1] - times[0]
@@ -83,3 +88,38 @@ async def test_sigterm_closes_every_connection_cleanly(
 async def _timed_close(ws: websockets.ClientConnection) -> tuple[int | None, str, float]:
     code, reason = await close_of(ws, 30)
     return code, reason, time.monotonic()
+
+
+@pytest.mark.parametrize("after_first", [[signal.SIGINT], [signal.SIGTERM, signal.SIGINT]],
+                         ids=["TERM-INT", "TERM-TERM-INT"])  # fmt: skip
+async def test_a_stuck_shutdown_is_forced_by_further_signals(
+    after_first: list[signal.Signals],
+) -> None:
+    """SIGTERM starts a 60 s drain; a handler ignores its close, so uvicorn's graceful
+    shutdown would wait forever. A SIGINT after that forces the exit, as without us."""
+    port = free_port()
+    server = spawn_uvicorn("tests._stuck_app:app", port, env=dict(os.environ),
+                           stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        await await_for(lambda: listening(port), 20, "uvicorn")
+        held = [await websockets.connect(f"ws://127.0.0.1:{port}/hold") for _ in range(2)]
+        stuck = await websockets.connect(f"ws://127.0.0.1:{port}/stuck")
+        closes = [asyncio.ensure_future(close_of(ws, 60)) for ws in held]
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.wait(closes, return_when=asyncio.FIRST_COMPLETED), 20)
+        for sig in after_first:  # one at a time: pending signals are delivered by number
+            if sig == signal.SIGTERM:
+                server.send_signal(sig)  # the graceful shutdown: it closes the other one
+                await asyncio.wait_for(asyncio.gather(*closes), 20)
+            else:
+                server.send_signal(sig)
+        await await_for(lambda: server.poll() is not None, 20, "the forced exit")
+        await stuck.close()
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    assert "Exception in ASGI application" not in stderr, stderr[-2000:]
+    if server.stderr is not None:
+        server.stderr.close()

@@ -124,9 +124,12 @@ async def test_one_publish_reaches_websocket_and_sse_members_alike(
         frame = await ws.recv()
         event = await next_data_event(stream)
     assert event.data == frame
-    assert json.loads(frame) == {"room": "lobby", "seq": 1, "data": "hello"}
-    assert event.id is not None and parse_last_event_id(event.id) is not None
-    assert parse_last_event_id(event.id)[0] == 1  # type: ignore[index]
+    assert event.id is not None
+    position = parse_last_event_id(event.id)
+    assert position is not None
+    seq, epoch = position
+    assert json.loads(frame) == {"room": "lobby", "seq": 1, "epoch": epoch, "data": "hello"}
+    assert seq == 1 and epoch
 
 
 async def test_multi_line_data_becomes_one_event_of_several_data_lines(
@@ -165,8 +168,9 @@ async def test_a_stream_that_saw_no_publication_still_resumes(
 ) -> None:
     async with subscribe(server, "/events/quiet") as (_, stream):
         joined = await next_data_event(stream, joined=True)
-    assert json.loads(joined.data) == {"type": "joined", "room": "quiet", "seq": 0, "epoch": None}
-    assert joined.id == ":0"  # what EventSource will send back as Last-Event-ID
+    epoch = json.loads(joined.data)["epoch"]  # a room has an epoch from its first join
+    assert json.loads(joined.data) == {"type": "joined", "room": "quiet", "seq": 0, "epoch": epoch}
+    assert joined.id == f"{epoch}:0"  # what EventSource will send back as Last-Event-ID
     await await_for(lambda: len(harness.rooms) == 0, what="the disconnect")
     await harness.publish(server, "quiet", "while away")
     async with subscribe(server, "/events/quiet", last_event_id=joined.id) as (_, stream):
@@ -179,8 +183,23 @@ async def test_an_unknown_last_event_id_says_recovery_failed(
 ) -> None:
     async with subscribe(server, "/events/news", last_event_id="garbage") as (_, stream):
         event = await next_data_event(stream)
-    assert json.loads(event.data) == {"type": "recovery_failed", "room": "news",
-                                      "reason": "unknown position"}  # fmt: skip
+    notice = json.loads(event.data)
+    assert notice == {"type": "recovery_failed", "room": "news", "reason": "unknown position",
+                      "seq": 0, "epoch": notice["epoch"]}  # fmt: skip
+    assert event.id == f"{notice['epoch']}:0"  # the browser resends a position that works
+
+
+async def test_a_last_event_id_of_non_ascii_digits_says_recovery_failed(
+    server: RunningServer,
+) -> None:
+    headers = {"accept": b"text/event-stream", "last-event-id": b"e:\xb2"}  # latin-1 for "e:²"
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream("GET", http_url(server, "/events/news"), headers=headers) as resp,
+    ):
+        assert resp.status_code == 200
+        event = await next_data_event(events(resp))
+    assert json.loads(event.data)["reason"] == "unknown position"
 
 
 async def test_a_stale_epoch_says_recovery_failed(server: RunningServer, harness: Harness) -> None:
@@ -312,7 +331,7 @@ def test_format_event_splits_lines_and_carries_fields() -> None:
 def test_parse_last_event_id() -> None:
     assert parse_last_event_id("ab12:7") == (7, "ab12")
     assert parse_last_event_id(":0") == (0, None)  # a room nothing was published to yet
-    for bad in (None, "", "7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30):
+    for bad in (None, "", "7", "ab:", "ab:x", "ab:-1", "ab:" + "9" * 30, "ab:\u00b2", "ab:\u0661"):
         assert parse_last_event_id(bad) is None, bad
 
 

@@ -10,7 +10,9 @@ gets what it missed, in order and once, before live messages.
 Environment:
     ASGI_RT_BACKEND: the backplane, ``memory://`` (default: one process, history lost on
         restart) or ``redis://host:port/db`` (every worker; needs the ``redis`` package).
-    ASGI_RT_ALLOWED_ORIGINS: comma-separated browser origins allowed to open sockets.
+    HOST, PORT: where the page is served (``make run`` passes them); the sockets' Origin
+        allowlist is that page's origin (``http://127.0.0.1:PORT``, ``http://localhost:PORT``).
+    ASGI_RT_ALLOWED_ORIGINS: comma-separated browser origins instead (e.g. behind a proxy).
 
 The chat protocol (frames, close codes) is in ``examples/chat.py``, shared with the
 Starlette example.
@@ -39,11 +41,11 @@ from asgi_rt import (
     metrics_app,
     provide,
 )
-from examples.chat import chat_session, verify_token
+from examples.chat import allowed_origins, chat_session, verify_token
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
 BACKEND = os.environ.get("ASGI_RT_BACKEND", "memory://")
-ORIGINS = os.environ.get("ASGI_RT_ALLOWED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
+ORIGINS = allowed_origins(default_port=8000)
 
 
 metrics = Metrics()  # the global prometheus_client registry; one Metrics per registry
@@ -76,7 +78,7 @@ app.add_middleware(
 )  # fmt: skip
 app.add_middleware(
     HandshakeMiddleware,
-    allowed_origins=ORIGINS.split(","),
+    allowed_origins=ORIGINS,
     allow_missing_origin=True,  # non-browser clients; browsers always send Origin
     max_connections=10_000,
     max_connections_per_client=50,

@@ -7,7 +7,8 @@ The dashboard is an SSE member of the same RoomManager as the chat sockets: once
 the app publishes its counters to the ``dashboard`` room, and every browser with the
 dashboard open gets them as an event, through the same bounded queue and overflow policy
 as a WebSocket member. ``EventSource`` reconnects on its own and resumes with
-``Last-Event-ID``. ASGI_RT_BACKEND and ASGI_RT_ALLOWED_ORIGINS work as in the FastAPI example.
+``Last-Event-ID``. ASGI_RT_BACKEND, ASGI_RT_ALLOWED_ORIGINS and HOST/PORT (for the default
+allowlist: run with ``PORT=8001``) work as in the FastAPI example.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from asgi_rt import (
     provide,
 )
 from asgi_rt.backends import BackendUnavailable
-from examples.chat import chat_session, verify_token
+from examples.chat import allowed_origins, chat_session, verify_token
 
 HERE = Path(__file__).parent
 CHAT_PAGE = (HERE.parent / "fastapi_app" / "index.html").read_text()
 DASHBOARD_PAGE = (HERE / "dashboard.html").read_text()
-ORIGINS = os.environ.get("ASGI_RT_ALLOWED_ORIGINS", "http://127.0.0.1:8001,http://localhost:8001")
+ORIGINS = allowed_origins(default_port=8001)
 DASHBOARD = "dashboard"
 
 
@@ -100,7 +101,7 @@ def create_app(backend: str | None = None) -> Starlette:
     # checks (before accept), then authentication (HTTP requests pass through both).
     middleware = [
         Middleware(TelemetryMiddleware, metrics=metrics),
-        Middleware(HandshakeMiddleware, allowed_origins=ORIGINS.split(","),
+        Middleware(HandshakeMiddleware, allowed_origins=ORIGINS,
                    allow_missing_origin=True, on_reject=metrics.handshake_rejected),
         Middleware(FirstMessageAuthMiddleware, authenticate=verify_token,
                    on_failure=metrics.auth_failed),

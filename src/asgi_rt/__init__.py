@@ -27,6 +27,7 @@ from .exceptions import (
     PublishOutcomeUnknown,
     RateLimitExceeded,
     RequestFailed,
+    UpstreamUnavailable,
 )
 from .injection import get_manager, get_rooms, manager_dependency, provide
 from .messages import Router
@@ -71,6 +72,7 @@ __all__ = [
     "RoomManager",
     "Router",
     "TelemetryMiddleware",
+    "UpstreamUnavailable",
     "drain_on_signal",
     "get_manager",
     "get_rooms",

@@ -145,19 +145,34 @@ class Families:
         self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
     ) -> Any:
         if self.multiprocess:
-            return prometheus_client.Histogram(name, doc, labels, registry=self.registry,
-                                               buckets=tuple(buckets))  # fmt: skip
+            return _labelled(
+                prometheus_client.Histogram(
+                    name, doc, labels, registry=self.registry, buckets=tuple(buckets)
+                ),
+                labels,
+            )
         return self._add(_Family("histogram", name, doc, labels, tuple(buckets)))
 
     def counter(self, name: str, doc: str, labels: Sequence[str]) -> Any:
         if self.multiprocess:
-            return prometheus_client.Counter(name, doc, labels, registry=self.registry)
+            return _labelled(
+                prometheus_client.Counter(name, doc, labels, registry=self.registry), labels
+            )
         return self._add(_Family("counter", name.removesuffix("_total"), doc, labels))
 
-    def gauge(self, name: str, doc: str, labels: Sequence[str]) -> Any:
+    def gauge(self, name: str, doc: str, labels: Sequence[str], mode: str = "livesum") -> Any:
+        """A gauge; ``mode`` is how multiprocess mode combines the workers' values."""
         if self.multiprocess:
-            return prometheus_client.Gauge(name, doc, labels, registry=self.registry,
-                                           multiprocess_mode="livesum")  # fmt: skip
+            return _labelled(
+                prometheus_client.Gauge(
+                    name,
+                    doc,
+                    labels,
+                    registry=self.registry,
+                    multiprocess_mode=mode,  # type: ignore[arg-type]  # it checks the value
+                ),
+                labels,
+            )
         return self._add(_Family("gauge", name, doc, labels))
 
     def register(self) -> None:
@@ -168,3 +183,21 @@ class Families:
     def _add(self, family: _Family) -> _Family:
         self._fast.append(family)
         return family
+
+
+class _Unlabelled:
+    """A label-less ``prometheus_client`` metric with the fast families' surface:
+    ``labels()`` (no values) returns the metric itself, where prometheus_client raises."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+
+    def labels(self) -> Any:
+        return self._metric
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
+
+
+def _labelled(metric: Any, labels: Sequence[str]) -> Any:
+    return metric if labels else _Unlabelled(metric)

@@ -8,6 +8,7 @@ Every error derives from :class:`AsgiRtError` and carries the WebSocket close
     ├── DuplicateConnectionId   connect() was given an id that is already registered (1008)
     ├── RequestFailed           conn.request() got no ack in time, or too many were pending
     ├── PoolExhausted           ClientPool had no connection to lend in time (or was closed)
+    │   └── UpstreamUnavailable     ClientPool could not connect, or its breaker is open
     ├── ClientGaveUp            ResilientClient stopped reconnecting (1008, or too many failures)
     ├── OutboxFull              ResilientClient's bounded outbox had no room while disconnected
     ├── HistoryGap              a room's history cannot fill a gap (trimmed, or the epoch changed)
@@ -42,6 +43,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "RateLimitExceeded",
     "RequestFailed",
+    "UpstreamUnavailable",
 ]
 
 
@@ -93,19 +95,54 @@ class PoolExhausted(AsgiRtError):
     default_reason = "no connection available"
 
 
+class UpstreamUnavailable(PoolExhausted):
+    """A ``ClientPool`` could not connect to its upstream, or its circuit breaker is open
+    after failed connects: fails at once instead of every borrower trying.
+
+    Attributes:
+        retry_after: seconds until the breaker lets one borrower try again (0: a trial is
+            under way). The connect error, when there was one, is the ``__cause__``.
+    """
+
+    default_reason = "upstream unavailable"
+
+    def __init__(self, message: str = "", *, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ClientGaveUp(AsgiRtError):
     """The resilient client stopped: the server closed with a code that must not be retried
     (1008 by default), or the retry policy gave up after ``attempts`` failures.
 
-    ``code``/``reason`` are the last close's (1006 when no connection could be made)."""
+    Raised as itself out of ``async with ResilientClient(...)`` (never inside an
+    ``ExceptionGroup``). The message names the phase the last attempt ended in.
+
+    Attributes:
+        code: the last close frame's code; 1006 when there was none (no connection, an
+            HTTP refusal, a lost connection), then see ``status``.
+        reason: the close reason, or the error's text.
+        status: the HTTP status of a refused handshake (401, 429, 503...), else ``None``.
+        phase: ``"connect"``, ``"handshake"``, ``"auth"`` or ``"open"`` (see
+            :class:`~asgi_rt.client.retry.Disconnect`).
+        attempts: connection attempts made in all.
+    """
 
     default_code = 1006
     default_reason = "gave up reconnecting"
 
-    def __init__(self, message: str = "", *, code: int | None = None, reason: str | None = None,
-                 attempts: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, message: str = "", *, code: int | None = None, reason: str | None = None,
+        attempts: int = 0, status: int | None = None, phase: str = "",
+    ) -> None:  # fmt: skip
         super().__init__(message, code=code, reason=reason)
-        self.attempts = attempts
+        self.attempts, self.status, self.phase = attempts, status, phase
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientGaveUp({str(self)!r}, code={self.code}, reason={self.reason!r}, "
+            f"status={self.status}, phase={self.phase!r}, attempts={self.attempts})"
+        )
 
 
 class OutboxFull(AsgiRtError):

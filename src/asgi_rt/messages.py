@@ -11,13 +11,13 @@ the connection goes on (after ``max_invalid_frames`` bad frames it is closed 100
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._json import DEFAULT_MAX_DEPTH, check_depth, loads
 from .connections.connection import Connection
 from .exceptions import InvalidData
 
@@ -56,15 +56,19 @@ def envelope(type: str, data: Any = None, *, id: str | int | None = None, seq: i
     return message
 
 
-def decode_envelope(raw: str | bytes) -> Envelope:
+def decode_envelope(raw: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Envelope:
     """Parse and validate one frame.
+
+    ``invalid_json`` covers text that is not JSON, nesting deeper than ``max_depth``,
+    ``NaN``/``Infinity``, numbers that overflow to infinity and lone surrogates
+    (``"\\ud800"``): whatever decodes can be sent back.
 
     Raises:
         EnvelopeError: with ``error_code`` ``invalid_json``, ``not_an_object``,
             ``missing_type`` or ``bad_field``.
     """
     try:
-        value = json.loads(raw)
+        value = loads(raw, max_depth=max_depth)
     except ValueError as exc:
         raise EnvelopeError("invalid_json", f"expected a JSON object: {exc}") from None
     if not isinstance(value, dict):
@@ -97,14 +101,18 @@ class Router:
             await router.serve(conn)                   # until the connection ends
     """
 
-    def __init__(self, *, max_size: int | None = None) -> None:
+    def __init__(
+        self, *, max_size: int | None = None, max_json_depth: int = DEFAULT_MAX_DEPTH
+    ) -> None:
         """Args:
         max_size: frames larger than this many bytes (characters, for text) are answered
             with a ``too_big`` error frame instead of being decoded.
+        max_json_depth: frames nested deeper (1..500) are answered ``invalid_json``.
         """
         if max_size is not None and max_size < 1:
             raise ValueError(f"max_size must be >= 1 or None, got {max_size}")
         self.max_size = max_size
+        self.max_json_depth = check_depth(max_json_depth)
         self._handlers: dict[str, tuple[Handler, Any]] = {}
 
     def on(self, type: str, *, model: Any = None) -> Callable[[H], H]:
@@ -136,7 +144,7 @@ class Router:
         if self.max_size is not None and len(raw) > self.max_size:
             return await conn.reject_frame("too_big", f"frames are limited to {self.max_size}")
         try:
-            message = decode_envelope(raw)
+            message = decode_envelope(raw, max_depth=self.max_json_depth)
         except EnvelopeError as exc:
             return await conn.reject_frame(exc.error_code, str(exc), exc.id)
         if message.type == "ack":
@@ -158,7 +166,12 @@ class Router:
             text = f"the {message.type!r} handler failed"
             return await conn.reject_frame("handler_error", text, message.id, invalid=False)
         if message.id is not None and conn.state == "open":
-            await conn.send({"type": "ack", "id": message.id, "data": result})
+            try:
+                await conn.send({"type": "ack", "id": message.id, "data": result})
+            except (TypeError, ValueError) as exc:  # the result cannot be JSON: a handler bug
+                logger.error("the %r handler's result cannot be sent: %s", message.type, exc)
+                text = f"the {message.type!r} handler's result cannot be sent as JSON"
+                return await conn.reject_frame("handler_error", text, message.id, invalid=False)
         return True
 
 

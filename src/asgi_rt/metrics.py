@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -214,6 +217,9 @@ _METRICS: tuple[tuple[str, str, str, str, tuple[str, ...], tuple[float, ...]], .
     ),
 )
 
+# how multiprocess mode combines the workers' gauges, where a sum is not the answer
+_GAUGE_MODES = {"backplane_listener_up": ("livemin",)}
+
 
 class Metrics:
     """The asgi_rt metric families in one registry.
@@ -259,7 +265,7 @@ class Metrics:
         families = Families(self.registry, multiprocess=self.multiprocess)
         for attribute, kind, name, doc, labels, buckets in _METRICS:
             make = getattr(families, kind)
-            extra = (buckets,) if kind == "histogram" else ()
+            extra = (buckets,) if kind == "histogram" else _GAUGE_MODES.get(attribute, ())
             setattr(self, attribute, make("asgi_rt_" + name, doc, list(labels), *extra))
         self._managers: weakref.WeakSet[Any] = weakref.WeakSet()
         families.register()
@@ -268,61 +274,40 @@ class Metrics:
         """Export a ConnectionManager's queue depth, drops and slow-consumer closes.
 
         Read from ``manager.stats()`` at scrape time and summed over every watched
-        manager. Without multiprocess mode only: in multiprocess mode each worker's
-        scrape-time values are not aggregated, so these three are not exported.
+        manager. In multiprocess mode a scrape reads files, not this process, so there
+        each manager writes its values every second instead, while it runs
+        (:meth:`export_forever`, started by ``async with manager``).
         """
-        if self.multiprocess:
-            return
-        if not self._managers:
-            self.queue_depth.functions.append(self._depth)
-            self.messages_dropped.functions.append(self._drops)
-            self.slow_consumer_disconnects.functions.append(self._slow)
-            self.rooms_active.functions.append(self._rooms)
-            self.backplane_listener_up.functions.append(self._listener_up)
-            self.backplane_reconnects.functions.append(self._reconnects)
-            self.heartbeat_closes.functions.append(self._heartbeat_closes)
+        if not self.multiprocess and not self._managers:
+            for family, values in self._exported():
+                family.functions.append(partial(self._sum_over_managers, values))
         self._managers.add(manager)
 
-    def _heartbeat_closes(self) -> list[tuple[tuple[str, ...], float]]:
-        stats = [m.stats() for m in list(self._managers)]
+    def _exported(self) -> list[tuple[Any, Callable[[list[Any]], Samples]]]:
+        """Each family read from managers' stats, and the function that reads it."""
         return [
-            (("idle_timeout",), float(sum(s.idle_timeouts for s in stats))),
-            (("heartbeat_timeout",), float(sum(s.heartbeat_timeouts for s in stats))),
-        ]
+            (self.queue_depth, _depth), (self.messages_dropped, _drops),
+            (self.slow_consumer_disconnects, _slow), (self.rooms_active, _rooms),
+            (self.backplane_listener_up, _listener_up),
+            (self.backplane_reconnects, _reconnects), (self.heartbeat_closes, _heartbeat_closes),
+        ]  # fmt: skip
 
-    def _backends(self) -> list[Any]:
-        return [m.backend for m in list(self._managers) if hasattr(m, "backend")]
+    def _sum_over_managers(self, values: Callable[[list[Any]], Samples]) -> Samples:
+        return values(list(self._managers))
 
-    def _rooms(self) -> list[tuple[tuple[str, ...], float]]:
-        rooms = [m for m in list(self._managers) if hasattr(m, "rooms")]
-        return [((), float(sum(len(m.rooms()) for m in rooms)))] if rooms else []
-
-    def _listener_up(self) -> list[tuple[tuple[str, ...], float]]:
-        backends = self._backends()
-        if not backends:
-            return []
-        return [((), float(min(int(getattr(b, "listener_up", True)) for b in backends)))]
-
-    def _reconnects(self) -> list[tuple[tuple[str, ...], float]]:
-        backends = self._backends()
-        return [((), float(sum(getattr(b, "reconnects", 0) for b in backends)))] if backends else []
-
-    def _depth(self) -> list[tuple[tuple[str, ...], float]]:
-        return [((), float(sum(c.queued for m in list(self._managers) for c in m)))]
-
-    def _drops(self) -> list[tuple[tuple[str, ...], float]]:
-        totals = dict.fromkeys(("drop_oldest", "drop_newest", "coalesced", "closed"), 0.0)
-        for manager in list(self._managers):
-            s = manager.stats()
-            totals["drop_oldest"] += s.dropped_oldest
-            totals["drop_newest"] += s.dropped_newest
-            totals["coalesced"] += s.coalesced
-            totals["closed"] += s.dropped_closed + s.discarded_on_close
-        return [((reason,), value) for reason, value in totals.items()]
-
-    def _slow(self) -> list[tuple[tuple[str, ...], float]]:
-        stats = [m.stats() for m in list(self._managers)]
-        return [((), float(sum(s.slow_consumer_disconnects + s.send_timeouts for s in stats)))]
+    async def export_forever(self, manager: Any, interval: float = 1.0) -> None:
+        """Multiprocess mode: write ``manager``'s queue depth, drops, slow-consumer closes,
+        rooms and backplane state every ``interval`` seconds (as increments, so several
+        managers and workers add up). A manager runs this while it is entered."""
+        exported = self._exported()
+        last: dict[tuple[int, tuple[str, ...]], float] = {}
+        while True:
+            for index, (family, values) in enumerate(exported):
+                for labels, value in values([manager]):
+                    key = (index, labels)
+                    family.labels(*labels).inc(value - last.get(key, 0.0))
+                    last[key] = value
+            await anyio.sleep(interval)
 
     def handshake_rejected(self, reason: str, scope: Scope) -> None:
         """Count a refusal; pass as ``HandshakeMiddleware(on_reject=...)``."""
@@ -331,6 +316,58 @@ class Metrics:
     def auth_failed(self, reason: str, scope: Scope) -> None:
         """Count an auth failure; pass as ``FirstMessageAuthMiddleware(on_failure=...)``."""
         self.auth_failures.labels(reason).inc()
+
+
+Samples = list[tuple[tuple[str, ...], float]]
+
+
+def _heartbeat_closes(managers: list[Any]) -> Samples:
+    stats = [m.stats() for m in managers]
+    return [
+        (("idle_timeout",), float(sum(s.idle_timeouts for s in stats))),
+        (("heartbeat_timeout",), float(sum(s.heartbeat_timeouts for s in stats))),
+    ]
+
+
+def _backends(managers: list[Any]) -> list[Any]:
+    return [m.backend for m in managers if hasattr(m, "backend")]
+
+
+def _rooms(managers: list[Any]) -> Samples:
+    rooms = [m for m in managers if hasattr(m, "rooms")]
+    return [((), float(sum(len(m.rooms()) for m in rooms)))] if rooms else []
+
+
+def _listener_up(managers: list[Any]) -> Samples:
+    backends = _backends(managers)
+    if not backends:
+        return []
+    return [((), float(min(int(getattr(b, "listener_up", True)) for b in backends)))]
+
+
+def _reconnects(managers: list[Any]) -> Samples:
+    backends = _backends(managers)
+    return [((), float(sum(getattr(b, "reconnects", 0) for b in backends)))] if backends else []
+
+
+def _depth(managers: list[Any]) -> Samples:
+    return [((), float(sum(c.queued for m in managers for c in m)))]
+
+
+def _drops(managers: list[Any]) -> Samples:
+    totals = dict.fromkeys(("drop_oldest", "drop_newest", "coalesced", "closed"), 0.0)
+    for manager in managers:
+        s = manager.stats()
+        totals["drop_oldest"] += s.dropped_oldest
+        totals["drop_newest"] += s.dropped_newest
+        totals["coalesced"] += s.coalesced
+        totals["closed"] += s.dropped_closed + s.discarded_on_close
+    return [((reason,), value) for reason, value in totals.items()]
+
+
+def _slow(managers: list[Any]) -> Samples:
+    stats = [m.stats() for m in managers]
+    return [((), float(sum(s.slow_consumer_disconnects + s.send_timeouts for s in stats)))]
 
 
 class MetricsApp:

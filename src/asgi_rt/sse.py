@@ -37,7 +37,7 @@ from starlette.websockets import WebSocketState
 
 from .backends.base import PositionStore
 from .connections._encode import Frame, compact_dumps
-from .connections._roomframe import RoomFrame
+from .connections._roomframe import RoomFrame, room_notice
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
 from .connections.rooms import RoomManager
@@ -66,7 +66,7 @@ def parse_last_event_id(value: str | None) -> tuple[int, str | None] | None:
     if not value or ":" not in value:
         return None
     epoch, _, seq = value.rpartition(":")
-    if not seq.isdigit() or len(seq) > 18:
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 18:  # "²".isdigit(); int() refuses
         return None
     return int(seq), epoch or None
 
@@ -143,8 +143,7 @@ class EventStreamResponse(Response):
             if since is None and last_event_id is not None:
                 position = parse_last_event_id(last_event_id)
                 if position is None:
-                    await conn.send({"type": "recovery_failed", "room": self.room,
-                                     "reason": "unknown position"})  # fmt: skip
+                    await _refuse_position(rooms, conn, self.room)
                 else:
                     since, epoch = position
             # announce: the stream's first event carries the room's position as its id, so a
@@ -153,6 +152,17 @@ class EventStreamResponse(Response):
                              announce=isinstance(rooms.backend, PositionStore))  # fmt: skip
         if self.on_connect is not None:
             await self.on_connect(conn)
+
+
+async def _refuse_position(rooms: RoomManager, conn: Connection, room: str) -> None:
+    """``recovery_failed`` for a ``Last-Event-ID`` that names no position, with the id of
+    the room's current one, so that the browser stops resending the bad one."""
+    if isinstance(rooms.backend, PositionStore):
+        seq, epoch = await rooms.position(room)
+        conn.deliver(*room_notice(room, "recovery_failed", {"reason": "unknown position"},
+                                  seq, epoch))  # fmt: skip
+    else:
+        await conn.send({"type": "recovery_failed", "room": room, "reason": "unknown position"})
 
 
 class EventStream:

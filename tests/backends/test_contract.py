@@ -120,7 +120,21 @@ async def test_position_is_the_last_seq_and_epoch(make: Factory) -> None:
 
     async with started(make) as backend:
         assert isinstance(backend, PositionStore)
-        assert await backend.position("room") == (0, None)
+        seq, epoch = await backend.position("room")  # the first join: the room gets an epoch
+        assert seq == 0 and epoch
         for i in range(3):
             last = await backend.publish("room", f"m{i}".encode())
-        assert await backend.position("room") == (3, last.epoch)
+        assert last.epoch == epoch  # a client that joined before the first publish resumes
+        assert await backend.position("room") == (3, epoch)
+
+
+async def test_a_repeated_idempotency_key_applies_once(make: Factory) -> None:
+    async with started(make) as backend:
+        await subscribed(backend, "room")
+        first = await backend.publish("room", b"once", idempotency_key="k")
+        again = await backend.publish("room", b"once", idempotency_key="k")
+        other = await backend.publish("room", b"twice", idempotency_key="k2")
+        got = await take(backend, 2)
+    assert again == first
+    assert [(p.seq, p.data) for p in got] == [(1, b"once"), (2, b"twice")]
+    assert other.seq == 2

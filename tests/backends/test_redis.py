@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 import websockets
 
-from asgi_rt.backends import HistoryGap, Publication
+from asgi_rt.backends import HistoryGap, Publication, PublishNotApplied, PublishOutcomeUnknown
 from asgi_rt.backends.redis import RedisBackend
 
 from .._redis import RedisServer
@@ -27,8 +30,12 @@ def anyio_backend() -> str:
 
 
 async def _next(backend: RedisBackend, timeout: float = 10) -> Publication:
+    """The next publication (a Resync notice after a reconnect is skipped)."""
     iterator = backend.publications()
-    return await asyncio.wait_for(iterator.__anext__(), timeout)
+    while not isinstance(item := await asyncio.wait_for(iterator.__anext__(), timeout),
+                         Publication):  # fmt: skip
+        pass
+    return item
 
 
 async def test_restart_reconnects_resubscribes_and_changes_the_epoch(
@@ -47,7 +54,7 @@ async def test_restart_reconnects_resubscribes_and_changes_the_epoch(
         await _next(one)
         redis_server.stop()
         await await_for(lambda: not one.listener_up and not two.listener_up, what="outage seen")
-        with pytest.raises(Exception, match="failed"):
+        with pytest.raises(PublishNotApplied, match="not applied"):
             await one.publish("room", b"during the outage")  # fails fast, never hangs
         redis_server.start()
         await await_for(lambda: one.listener_up and two.listener_up, timeout=10, what="back")
@@ -175,3 +182,111 @@ async def test_members_get_what_was_published_while_their_listener_reconnected(
                 (2, "missed-1"), (3, "missed-2"), (4, "after"),
             ]  # fmt: skip
             await admin.aclose()
+
+
+def _room_endpoint(rooms: Any, joined: asyncio.Event) -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with rooms.connect(websocket) as conn:
+            await rooms.join(conn, "room", announce=True)
+            joined.set()
+            async for _ in conn:
+                pass
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
+async def test_members_that_stay_connected_through_a_restart_are_told_then_get_everything(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis restart loses the history and restarts the numbering. A member whose room was
+    far ahead (seq 30) must be told (recovery_failed naming the new position) and then get
+    every later publication, not wait for the new numbering to pass the old one."""
+    from asgi_rt import RoomManager
+    from asgi_rt.testing import websocket_session
+
+    joined = asyncio.Event()
+    async with (
+        RoomManager(backend=redis_server.url) as worker_a,
+        RoomManager(backend=redis_server.url) as worker_b,
+    ):
+        app = _room_endpoint(worker_a, joined)
+        for i in range(30):
+            await worker_b.publish("room", f"old-{i}")
+        async with websocket_session(app, "/ws") as member:
+            await joined.wait()
+            announced = await member.receive_json()
+            assert (announced["type"], announced["seq"]) == ("joined", 30)
+            await asyncio.to_thread(redis_server.stop)  # the loop runs meanwhile, as in a server
+            await asyncio.to_thread(redis_server.start)
+            sent = []
+            for i in range(5):  # the first ones may fail while the pool reconnects
+                with contextlib.suppress(PublishNotApplied):
+                    sent.append(await worker_b.publish("room", f"new-{i}"))
+            assert sent, "no publish went through after the restart"
+            notice = await asyncio.wait_for(member.receive_json(), 10)
+            assert notice["type"] == "recovery_failed" and notice["reason"] == "epoch changed"
+            assert notice["epoch"] == sent[0].epoch != announced["epoch"]
+            got = [await asyncio.wait_for(member.receive_json(), 10) for _ in sent]
+            assert [(f["seq"], f["epoch"], f["data"]) for f in got] == [
+                (p.seq, p.epoch, f"new-{i}") for i, p in enumerate(sent)
+            ]
+            assert notice["seq"] < got[0]["seq"]
+
+
+async def test_a_publish_whose_answer_is_lost_says_so_and_a_keyed_retry_applies_once(
+    redis_server: RedisServer,
+) -> None:
+    """SIGSTOP: the publish reaches Redis but no answer comes. That is not "not applied":
+    Redis runs it on SIGCONT. The retry with the same key must not publish it twice."""
+    assert redis_server.proc is not None
+    async with (
+        RedisBackend.from_url(redis_server.url, publish_timeout=0.5) as publisher,
+        RedisBackend.from_url(redis_server.url) as listener,
+    ):
+        await await_for(lambda: listener.listener_up)
+        await listener.subscribe("room")
+        await publisher.publish("room", b"warm")  # a pooled connection, so no connect below
+        assert (await _next(listener)).data == b"warm"
+        os.kill(redis_server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(PublishOutcomeUnknown, match="may or may not"):
+                await publisher.publish("room", b"ambiguous", idempotency_key="k1")
+        finally:
+            os.kill(redis_server.proc.pid, signal.SIGCONT)
+        retried = await publisher.publish("room", b"ambiguous", idempotency_key="k1")
+        await publisher.publish("room", b"next")
+        got = [await _next(listener) for _ in range(2)]
+    assert [p.data for p in got] == [b"ambiguous", b"next"]  # applied once, by the first try
+    assert retried.seq == got[0].seq
+
+
+async def test_room_keys_expire_after_room_ttl(redis_server: RedisServer) -> None:
+    admin = aioredis.Redis.from_url(redis_server.url)
+    async with RedisBackend.from_url(redis_server.url, room_ttl=60) as backend:
+        await backend.publish("room", b"x")
+        ttls = [await admin.pttl(f"asgi_rt:{kind}:room") for kind in ("seq", "epoch", "stream")]
+    await admin.aclose()
+    assert all(0 < ttl <= 60_000 for ttl in ttls), ttls
+
+
+async def test_a_herd_of_joins_waits_for_the_pool_instead_of_closing_1011(
+    redis_server: RedisServer, serve: Any
+) -> None:
+    """200 clients joining at once (a restart's reconnect herd), more than the pool holds:
+    each waits for a connection, none is closed 1011, and uvicorn logs no ASGI exception."""
+    from asgi_rt import RoomManager
+
+    from .._rooms_app import make_app
+
+    server = serve(make_app(RoomManager(backend=redis_server.url), auth=False), lifespan="on")
+
+    async def join(i: int) -> str:
+        async with websockets.connect(f"{server.url}/ws/room-{i % 50}") as ws:
+            return str(json.loads(await asyncio.wait_for(ws.recv(), 30))["type"])
+
+    results = await asyncio.gather(*(join(i) for i in range(200)), return_exceptions=True)
+    assert results == ["joined"] * 200

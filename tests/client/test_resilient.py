@@ -287,3 +287,27 @@ async def test_server_restart_mid_stream_loses_and_repeats_nothing(
     assert client.connects >= 2
     assert list(client.epochs) == ["live"]  # announced by the server, sent back on reconnect
     assert 1012 in [d.code for d in policy.seen] or None in [d.code for d in policy.seen]
+
+
+async def test_a_frame_too_deep_to_decode_arrives_as_text_and_bad_data_is_refused_at_send(
+    serve: Callable[..., RunningServer],
+) -> None:
+    deep = "[" * 1500 + "]" * 1500
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": deep})
+        await send({"type": "websocket.send", "text": '{"after": 1}'})
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    server = serve(app)
+    async with ResilientClient(f"{server.url}/ws", policy=Recording()) as client:
+        messages = aiter(client)
+        assert await anext(messages) == deep  # as invalid JSON is: the text, not a crash
+        assert await anext(messages) == {"after": 1}
+        with pytest.raises(ValueError, match=r"nan \(JSON has no NaN or Infinity\) at \$\['x'\]"):
+            await client.send({"x": float("nan")})
+        with pytest.raises(ValueError, match="surrogates not allowed"):
+            await client.send("bad \ud800")

@@ -12,6 +12,7 @@ import anyio.lowlevel
 import pytest
 
 from asgi_rt import ConnectionManager, drain_on_signal
+from asgi_rt._retry_hint import retry_hint, with_retry_hint
 from asgi_rt.testing import websocket_session
 
 from .._poll import await_for
@@ -37,22 +38,27 @@ async def test_a_signal_closes_connections_then_reaches_the_servers_handler() ->
         assert signal.getsignal(signal.SIGTERM) is server_handler  # restored on exit
     finally:
         signal.signal(signal.SIGTERM, original)
-    assert (message["type"], message["code"], message["reason"]) == (
-        "websocket.close", 1012, "service restart",
-    )  # fmt: skip
+    assert (message["type"], message["code"]) == ("websocket.close", 1012)
+    hint = retry_hint(message["reason"])  # the rest of the window plus a share of one more
+    assert message["reason"].startswith("service restart; retry in ")
+    assert hint is not None and 0 <= hint <= 0.4 + 0.05, message["reason"]
     assert handed_over in ([(signal.SIGTERM, [])], [(signal.SIGTERM, ["closed"])])  # after
 
 
-async def test_a_second_signal_hands_over_at_once() -> None:
+async def test_a_second_signal_hands_over_at_once_and_later_ones_are_not_swallowed() -> None:
     manager, handed_over = ConnectionManager(), []
     original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
+    original_int = signal.signal(signal.SIGINT, lambda sig, frame: handed_over.append(sig))
     try:
         async with manager, drain_on_signal(manager, window=30):
             signal.raise_signal(signal.SIGTERM)  # starts a (long) drain
-            signal.raise_signal(signal.SIGTERM)  # impatient
-            assert handed_over == [signal.SIGTERM]
+            signal.raise_signal(signal.SIGINT)  # impatient: the first, then this one
+            assert handed_over == [signal.SIGTERM, signal.SIGINT]
+            signal.raise_signal(signal.SIGINT)  # and every later one: none is swallowed
+            assert handed_over == [signal.SIGTERM, signal.SIGINT, signal.SIGINT]
     finally:
         signal.signal(signal.SIGTERM, original)
+        signal.signal(signal.SIGINT, original_int)
 
 
 def test_window_is_checked() -> None:
@@ -87,7 +93,7 @@ def test_drain_window_is_checked() -> None:
         ConnectionManager(drain_window=-1)
 
 
-async def test_the_servers_handler_runs_once_even_after_two_signals() -> None:
+async def test_the_servers_handler_sees_each_signal_once() -> None:
     manager, handed_over = ConnectionManager(), []
     original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
     try:
@@ -98,4 +104,11 @@ async def test_the_servers_handler_runs_once_even_after_two_signals() -> None:
             # and it must not hand the first signal over a second time
     finally:
         signal.signal(signal.SIGTERM, original)
-    assert handed_over == [signal.SIGTERM]
+    assert handed_over == [signal.SIGTERM, signal.SIGTERM]
+
+
+def test_a_retry_hint_fits_a_close_reason() -> None:
+    reason = with_retry_hint("é" * 100, 12.34)
+    assert len(reason.encode()) <= 123 and reason.endswith("; retry in 12.3s")
+    assert retry_hint(reason) == 12.3
+    assert retry_hint("service restart") is None

@@ -22,13 +22,13 @@ pytestmark = pytest.mark.anyio
 
 
 def room_app(rooms: RoomManager, joined: Callable[[str], None] | None = None) -> Starlette:
-    """``/ws/{room}?id=..&since=..``: join, then publish every frame to the room."""
+    """``/ws/{room}?id=..&since=..&epoch=..``: join, then publish every frame to the room."""
 
     async def endpoint(websocket: WebSocket) -> None:
         room = websocket.path_params["room"]
-        since = websocket.query_params.get("since")
+        since, epoch = websocket.query_params.get("since"), websocket.query_params.get("epoch")
         async with rooms.connect(websocket, id=websocket.query_params.get("id")) as conn:
-            await rooms.join(conn, room, since=None if since is None else int(since))
+            await rooms.join(conn, room, since=None if since is None else int(since), epoch=epoch)
             if joined is not None:
                 joined(conn.id)
             async for text in conn.iter_text():
@@ -53,6 +53,12 @@ async def frames(ws: WebSocketSession, count: int) -> list[dict[str, Any]]:
         return [await ws.receive_json() for _ in range(count)]
 
 
+def positionless(got: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The frames without their epoch, once it was checked to be one and the same."""
+    assert len({f["epoch"] for f in got}) == 1 and all(f["epoch"] for f in got)
+    return [{k: v for k, v in f.items() if k != "epoch"} for f in got]
+
+
 async def test_publish_reaches_every_member_of_the_room_with_seq() -> None:
     async with running() as (rooms, app, ready):
         async with (
@@ -67,10 +73,10 @@ async def test_publish_reaches_every_member_of_the_room_with_seq() -> None:
             await two.send_text("world")
             expected = [{"room": "a", "seq": 1, "data": {"text": "hello"}},
                         {"room": "a", "seq": 2, "data": {"text": "world"}}]  # fmt: skip
-            assert await frames(one, 2) == expected
-            assert await frames(two, 2) == expected
+            assert positionless(await frames(one, 2)) == expected
+            assert positionless(await frames(two, 2)) == expected
             await other.send_text("elsewhere")
-            assert await frames(other, 1) == [
+            assert positionless(await frames(other, 1)) == [
                 {"room": "b", "seq": 1, "data": {"text": "elsewhere"}}
             ]
 
@@ -103,8 +109,8 @@ async def test_join_since_replays_what_was_missed_without_duplicates() -> None:
             await wait_joined(ready, "writer")
             for i in range(5):
                 await writer.send_text(str(i))
-            await frames(writer, 5)
-            async with websocket_session(app, "/ws/a?id=late&since=2") as late:
+            epoch = (await frames(writer, 5))[-1]["epoch"]
+            async with websocket_session(app, f"/ws/a?id=late&since=2&epoch={epoch}") as late:
                 await wait_joined(ready, "late")
                 await writer.send_text("live")
                 got = await frames(late, 4)
@@ -118,10 +124,11 @@ async def test_join_since_a_trimmed_position_says_recovery_failed() -> None:
             await wait_joined(ready, "writer")
             for i in range(6):
                 await writer.send_text(str(i))
-            await frames(writer, 6)
-            async with websocket_session(app, "/ws/a?id=late&since=1") as late:
+            epoch = (await frames(writer, 6))[-1]["epoch"]
+            async with websocket_session(app, f"/ws/a?id=late&since=1&epoch={epoch}") as late:
                 notice = await late.receive_json()
-                assert notice == {"type": "recovery_failed", "room": "a", "reason": "trimmed"}
+                assert notice == {"type": "recovery_failed", "room": "a", "reason": "trimmed",
+                                  "seq": 6, "epoch": epoch}  # fmt: skip
                 await writer.send_text("after")
                 assert (await late.receive_json())["seq"] == 7
 
@@ -130,10 +137,20 @@ async def test_exit_closes_every_connection_with_1001() -> None:
     ready: set[str] = set()
     rooms = RoomManager()
     app = room_app(rooms, ready.add)
-    async with websocket_session(app, "/ws/a?id=1") as ws:
+    started, stop = anyio.Event(), anyio.Event()
+
+    async def lifespan() -> None:  # a RoomManager refuses connections until it is started
         async with rooms:
+            started.set()
+            await stop.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lifespan)
+        await started.wait()
+        async with websocket_session(app, "/ws/a?id=1") as ws:
             await wait_joined(ready, "1")
-        assert await ws.receive_close() == 1001
+            stop.set()
+            assert await ws.receive_close() == 1001
 
 
 def test_backend_urls_pick_the_implementation() -> None:
@@ -227,6 +244,77 @@ async def test_announce_tells_the_client_the_rooms_position_and_a_stale_epoch_is
         async with websocket_session(app, f"/ws?since=1&epoch={epoch}") as ws:
             assert [f.get("seq") for f in await frames(ws, 2)] == [2, 2]  # the replay, joined
         async with websocket_session(app, "/ws?since=1&epoch=stale") as ws:
-            recovery, joined = await frames(ws, 2)
-    assert (recovery["type"], recovery["reason"]) == ("recovery_failed", "epoch changed")
-    assert joined["type"] == "joined" and joined["epoch"] == epoch
+            recovery, *replayed, joined = await frames(ws, 4)
+    # the stale client is told, then given the current epoch from its start (still kept)
+    assert recovery == {"type": "recovery_failed", "room": "a", "reason": "epoch changed",
+                        "seq": 0, "epoch": epoch}  # fmt: skip
+    assert [(f["seq"], f["data"]) for f in replayed] == [(1, 0), (2, 1)]
+    assert joined == {"type": "joined", "room": "a", "seq": 2, "epoch": epoch}
+
+
+async def test_a_resume_that_names_no_epoch_is_refused_with_the_position() -> None:
+    """A client that never learned the epoch cannot be resumed into whatever numbering the
+    room has now: it is told where the stream continues instead."""
+    async with running(backend=MemoryBackend(history_size=0)) as (rooms, app, ready):
+        for i in range(3):
+            await rooms.publish("a", i)
+        async with websocket_session(app, "/ws/a?id=late&since=2") as late:
+            notice = await late.receive_json()
+            _, epoch = await rooms.position("a")
+            assert notice == {"type": "recovery_failed", "room": "a", "reason": "unknown epoch",
+                              "seq": 3, "epoch": epoch}  # fmt: skip
+            await wait_joined(ready, "late")
+            await rooms.publish("a", "next")
+            assert (await late.receive_json())["seq"] == 4
+
+
+async def test_a_resume_at_the_current_position_is_announced_there() -> None:
+    """Resuming having missed nothing must not be announced as seq 0, or the next resume
+    would replay the whole history as duplicates."""
+    async with RoomManager() as rooms:
+
+        async def endpoint(websocket: WebSocket) -> None:
+            since, epoch = websocket.query_params["since"], websocket.query_params["epoch"]
+            async with rooms.connect(websocket) as conn:
+                await rooms.join(conn, "a", since=int(since), epoch=epoch, announce=True)
+                async for _ in conn:
+                    pass
+
+        app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+        for i in range(3):
+            last = await rooms.publish("a", i)
+        async with websocket_session(app, f"/ws?since=3&epoch={last.epoch}") as ws:
+            assert await ws.receive_json() == {"type": "joined", "room": "a", "seq": 3,
+                                               "epoch": last.epoch}  # fmt: skip
+
+
+class SlowHistory(MemoryBackend):
+    """A backplane whose first history read waits until ``release`` is set, as a slow
+    Redis would, while live publications keep coming."""
+
+    def __init__(self) -> None:
+        super().__init__(history_size=5000)
+        self.reading = anyio.Event()
+        self.release = anyio.Event()
+
+    async def history(self, channel: str, since: int, epoch: str | None = None) -> Any:
+        if not self.reading.is_set():
+            self.reading.set()
+            await self.release.wait()
+        return await super().history(channel, since, epoch)
+
+
+async def test_a_replay_outlasting_the_live_buffer_loses_nothing() -> None:
+    """More live publications arrive during a replay than a member may hold: the oldest
+    used to be dropped silently; now the member is replayed again from where it is."""
+    backend = SlowHistory()
+    async with running(backend=backend, queue_size=5000) as (rooms, app, _):
+        await rooms.publish("a", "before")
+        async with websocket_session(app, "/ws/a?id=late&since=0", buffer=5000) as late:
+            await backend.reading.wait()
+            for i in range(1500):
+                await rooms.publish("a", i)
+            backend.release.set()
+            got = await frames(late, 1501)
+    assert [f["seq"] for f in got] == list(range(1, 1502))
+    assert [f["data"] for f in got] == ["before", *range(1500)]

@@ -25,6 +25,7 @@ from .._system import close_of, raise_open_files
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
 TOKENS = {"good-token": "ada", "other-token": "grace"}
+DEEP = "[" * 1500 + "]" * 1500  # under max_auth_size, far deeper than any decoder allows
 
 
 @pytest.fixture
@@ -91,7 +92,11 @@ BAD_FIRST_FRAMES: list[tuple[str | bytes, int, str, str]] = [
     ('{"type": "auth", "token": "wrong"}', 1008, "auth failed", "failed"),
     ('{"type": "auth", "token": "explode-secret-123"}', 1008, "auth failed", "failed"),
     (json.dumps({"type": "auth", "token": "x" * 5000}), 1009, "auth frame too big", "too_big"),
-]
+    ('{"type": "auth", "token": "good-token", "x": ' + DEEP + "}", 1008, "auth malformed",
+     "malformed"),
+    ('{"type": "auth", "token": "good-token", "x": NaN}', 1008, "auth malformed", "malformed"),
+    ('{"type": "auth", "token": "good-token\\ud800"}', 1008, "auth malformed", "malformed"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("frame", "code", "reason", "counted"), BAD_FIRST_FRAMES)
@@ -174,6 +179,22 @@ async def test_refresh_before_expiry_keeps_the_connection_then_expiry_closes_100
         assert await close_of(ws) == (1008, "token expired")
     assert auth.stats == Counter(expired=1)
     assert auth.invocations == 1
+
+
+async def test_a_deep_frame_that_looks_like_a_refresh_is_left_to_the_app(
+    serve: Callable[..., RunningServer],
+) -> None:
+    auth = AuthApp()
+    auth.expiry = {"long-token": 60.0}
+    server = serve(auth.app)
+    async with websockets.connect(f"{server.url}/ws") as ws:
+        await _login(ws, "long-token")
+        hostile = '{"type": "auth", "x": ' + DEEP + "}"
+        await ws.send(hostile)
+        assert await ws.recv() == f"long-token:{hostile}"
+        await ws.send("alive")
+        assert await ws.recv() == "long-token:alive"
+    assert auth.stats == Counter()
 
 
 async def test_handshake_tokens_header_cookie_and_subprotocol(

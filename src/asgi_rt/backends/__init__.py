@@ -11,6 +11,7 @@ from .base import (
     Publication,
     PublishNotApplied,
     PublishOutcomeUnknown,
+    Resync,
 )
 from .memory import MemoryBackend
 
@@ -24,6 +25,7 @@ __all__ = [
     "Publication",
     "PublishNotApplied",
     "PublishOutcomeUnknown",
+    "Resync",
     "make_backend",
 ]
 

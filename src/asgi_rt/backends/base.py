@@ -29,6 +29,8 @@ __all__ = [
     "Publication",
     "PublishNotApplied",
     "PublishOutcomeUnknown",
+    "Resync",
+    "check_history",
 ]
 
 
@@ -49,14 +51,25 @@ class Publication:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Resync:
+    """Delivery of ``channels`` was interrupted (the backend lost and regained its
+    subscription): publications may have been missed, or the channels' numbering may have
+    restarted. A consumer that tracks positions asks for them again (``position``,
+    ``history``) instead of waiting for the next publication to show the gap."""
+
+    channels: tuple[str, ...]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Pub/sub with per-channel sequence numbers and bounded history.
 
     Used as an async context manager (connect on enter, release everything on exit).
     ``publications()`` is the one stream a RoomManager's listener reads; it is bounded,
-    and every publication to a subscribed channel appears in it exactly once, in order
-    per channel.
+    and every publication to a subscribed channel appears in it at most once, in order
+    per channel; when the backend cannot guarantee that it missed none (it lost its
+    subscription and regained it), it says so with a :class:`Resync` item.
     """
 
     async def __aenter__(self) -> Self: ...
@@ -66,13 +79,25 @@ class Backend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...  # fmt: skip
 
-    async def publish(self, channel: str, data: bytes) -> Publication: ...
+    async def publish(
+        self, channel: str, data: bytes, *, idempotency_key: str | None = None
+    ) -> Publication:
+        """Number ``data`` in ``channel``, keep it in the history and deliver it.
+
+        With ``idempotency_key``, a publish that repeats a key the backend still remembers
+        for the channel applies nothing and returns the first publish's ``Publication``.
+
+        Raises:
+            PublishNotApplied: it certainly did not happen (safe to retry).
+            PublishOutcomeUnknown: it may have happened (retry with the same key).
+        """
+        ...
 
     async def subscribe(self, channel: str) -> None: ...
 
     async def unsubscribe(self, channel: str) -> None: ...
 
-    def publications(self) -> AsyncIterator[Publication]: ...
+    def publications(self) -> AsyncIterator[Publication | Resync]: ...
 
     async def history(
         self, channel: str, since: int, epoch: str | None = None
@@ -105,5 +130,27 @@ class PositionStore(Protocol):
     """Where a channel's numbering stands (for telling a joining client what to resume from)."""
 
     async def position(self, channel: str) -> tuple[int, str | None]:
-        """``(last seq, epoch)``; ``(0, None)`` for a channel nothing was published to."""
+        """``(last seq, epoch)``. A channel gets its epoch here if it has none yet (its
+        first join), so that a client always has an epoch to resume with."""
         ...
+
+
+def check_history(
+    channel: str, since: int, epoch: str | None, current: int, room_epoch: str | None,
+    kept: list[Publication],
+) -> list[Publication]:  # fmt: skip
+    """What a backend's ``history`` returns, given the channel's position and the kept
+    publications after ``since`` (oldest first): every backend applies the same rules.
+
+    Raises:
+        HistoryGap: ``epoch`` is not the channel's, ``since`` is ahead of it, or the kept
+            publications do not start right after ``since``.
+    """
+    if epoch is not None and epoch != room_epoch:
+        raise HistoryGap(f"room {channel!r} history epoch changed", reason="epoch changed")
+    if since > current:
+        raise HistoryGap(f"seq {since} is ahead of room {channel!r} ({current})",
+                         reason="unknown position")  # fmt: skip
+    if since < current and (not kept or kept[0].seq != since + 1):
+        raise HistoryGap(f"room {channel!r} no longer keeps seq {since + 1}", reason="trimmed")
+    return kept

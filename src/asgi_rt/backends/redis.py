@@ -33,18 +33,39 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._background import Background
-from .base import BackendUnavailable, HistoryGap, Publication
+from .base import (
+    BackendUnavailable,
+    Publication,
+    PublishNotApplied,
+    PublishOutcomeUnknown,
+    Resync,
+    check_history,
+)
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("asgi_rt.backends.redis")
 
-# KEYS: seq, epoch, stream, channel; ARGV: data, maxlen, fresh epoch
+# KEYS: seq, epoch, stream, channel, idempotency key
+# ARGV: data, maxlen, fresh epoch, room ttl (ms), key ttl (ms), '1' when a key is given.
+# Numbering that starts again (the seq key is gone: a restart, FLUSHALL, expiry, eviction)
+# always starts a new epoch, so no client can mistake the new numbering for the old one.
 _PUBLISH = """
+if ARGV[6] == '1' then
+  local prior = redis.call('GET', KEYS[5])
+  if prior then
+    local space = string.find(prior, ' ')
+    return {tonumber(string.sub(prior, 1, space - 1)), string.sub(prior, space + 1), 1}
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('DEL', KEYS[3])
+end
 local seq = redis.call('INCR', KEYS[1])
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -53,9 +74,34 @@ if not epoch then
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'e', epoch, 'd', ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+if ARGV[6] == '1' then
+  redis.call('SET', KEYS[5], seq .. ' ' .. epoch, 'PX', ARGV[5])
 end
 redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])
-return {seq, epoch}
+return {seq, epoch, 0}
+"""
+
+# KEYS: seq, epoch, stream; ARGV: fresh epoch, room ttl (ms). A room gets its epoch at its
+# first join, not its first publication, so every client that joined can resume exactly.
+_POSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('SET', KEYS[1], 0)
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('DEL', KEYS[3])
+end
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+return {redis.call('GET', KEYS[1]), epoch}
 """
 
 
@@ -69,10 +115,21 @@ class RedisBackend:
         prefix: key prefix for every key and channel this backend touches.
         buffer: publications the local listener may hold before it stops reading.
         publish_timeout: seconds before a publish fails with ``BackendUnavailable``.
-        max_backoff: cap of the listener's reconnect backoff, in seconds.
+        max_backoff: cap of the listener's reconnect backoff, in seconds. Small on purpose:
+            it is one connection per process, and members hear nothing until it is back,
+            so live delivery resumes within about this long of Redis being usable again.
         ping_interval: idle seconds after which the listener PINGs its connection.
         ping_timeout: seconds without the PONG before the connection counts as dead.
         on_listener_state: ``hook(up: bool)`` when the listener (dis)connects.
+        room_ttl: seconds a room's keys (numbering, epoch, history) live after its last
+            publish or join; then they expire and the room starts again under a new epoch.
+        idempotency_ttl: seconds a publish's ``idempotency_key`` is remembered.
+
+    A publish raises :class:`PublishNotApplied` when it never reached Redis (no connection
+    could be had within ``publish_timeout``, or Redis refused it) and
+    :class:`PublishOutcomeUnknown` when it was sent but no answer came (Redis may have
+    applied it; SIGSTOP, a partition, a connection reset mid-command). Retrying the latter
+    with the same ``idempotency_key`` applies it at most once.
     """
 
     def __init__(
@@ -83,13 +140,18 @@ class RedisBackend:
         prefix: str = "asgi_rt:",
         buffer: int = 10_000,
         publish_timeout: float = 2.0,
-        max_backoff: float = 5.0,
+        max_backoff: float = 0.5,
         ping_interval: float = 3.0,
         ping_timeout: float = 2.0,
         on_listener_state: Callable[[bool], None] | None = None,
+        room_ttl: float = 3600.0,
+        idempotency_ttl: float = 300.0,
     ) -> None:
         if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
             raise ValueError("history_size >= 0, buffer >= 1, timeouts > 0 are required")
+        if room_ttl <= 0 or idempotency_ttl <= 0:
+            raise ValueError(f"room_ttl and idempotency_ttl must be > 0, got {room_ttl}, "
+                             f"{idempotency_ttl}")  # fmt: skip
         self.client = client
         self.history_size = history_size
         self.prefix = prefix
@@ -98,6 +160,8 @@ class RedisBackend:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.on_listener_state = on_listener_state
+        self.room_ttl = room_ttl
+        self.idempotency_ttl = idempotency_ttl
         self.listener_up = False
         self.reconnects = 0
         self._buffer = buffer
@@ -105,28 +169,40 @@ class RedisBackend:
         self._pubsub: Any = None
         self._listener_client: aioredis.Redis | None = None
         self._script: Any = None
+        self._position_script: Any = None
         self._background = Background()
-        self._send: MemoryObjectSendStream[Publication] | None = None
-        self._receive: MemoryObjectReceiveStream[Publication] | None = None
+        self._send: MemoryObjectSendStream[Publication | Resync] | None = None
+        self._receive: MemoryObjectReceiveStream[Publication | Resync] | None = None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisBackend:
-        """A client for ``url`` that retries a command once on a fresh connection.
+    def from_url(cls, url: str, *, max_connections: int = 64, **options: Any) -> RedisBackend:
+        """A client for ``url`` whose pool waits for a free connection instead of failing.
 
-        redis-py clients made by ``from_url`` have no retries: after a Redis restart the
-        first command on each pooled (now dead) connection would fail. The listener treats
-        idle read timeouts (redis-py 8 sets 5 s socket timeouts) as normal.
+        redis-py's default pool raises ``MaxConnectionsError`` as soon as its connections
+        are all busy, so a burst of joins (a reconnect herd) turned into 1011s. This pool
+        holds at most ``max_connections`` and makes a caller wait for one, at most
+        ``publish_timeout`` (then the call fails with ``BackendUnavailable``). A command
+        other than publish is retried once on a fresh connection (after a Redis restart the
+        pooled ones are dead); a publish never is (see :meth:`publish`). The listener
+        treats idle read timeouts (redis-py 8 sets 5 s socket timeouts) as normal.
         """
-        client = aioredis.Redis.from_url(
-            url, retry=Retry(NoBackoff(), 1),
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections,
+            timeout=options.get("publish_timeout", 2.0),
+            retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )  # fmt: skip
-        return cls(client, **options)
+        return cls(aioredis.Redis.from_pool(pool), **options)  # the client owns its pool
 
     async def __aenter__(self) -> Self:
         self._script = self.client.register_script(_PUBLISH)
+        self._position_script = self.client.register_script(_POSITION)
         self._listener_client = _without_retries(self.client)
-        self._send, self._receive = anyio.create_memory_object_stream[Publication](self._buffer)
+        self._send, self._receive = anyio.create_memory_object_stream[Publication | Resync](
+            self._buffer
+        )
         await self._background.start(self._listen)
         return self
 
@@ -143,14 +219,49 @@ class RedisBackend:
             await self._listener_client.aclose()
         await self.client.aclose()
 
-    async def publish(self, channel: str, data: bytes) -> Publication:
+    async def publish(
+        self, channel: str, data: bytes, *, idempotency_key: str | None = None
+    ) -> Publication:
         keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
-                self._key(channel, "stream"), self._key(channel, "pub")]  # fmt: skip
-        args = [data, self.history_size, uuid.uuid4().hex[:12]]
-        seq, epoch = await self._guarded(
-            self._script(keys=keys, args=args), f"publish to {channel!r}"
-        )
+                self._key(channel, "stream"), self._key(channel, "pub"),
+                self._key(channel, f"key:{idempotency_key or ''}")]  # fmt: skip
+        keyed = "1" if idempotency_key is not None else "0"
+        args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
+                int(self.idempotency_ttl * 1000), keyed]  # fmt: skip
+        seq, epoch, _ = await self._publish_once(keys, args, channel)
         return Publication(channel, int(seq), _text(epoch), data)
+
+    async def _publish_once(self, keys: list[str], args: list[Any], channel: str) -> Any:
+        """Run the publish script exactly once (never retried: a retry after a lost answer
+        could publish twice), telling apart "never sent" from "sent, answer lost"."""
+        pool: Any = self.client.connection_pool
+        sent = False
+        conn: Any = None
+        try:
+            with anyio.fail_after(self.publish_timeout):
+                conn = await pool.get_connection()
+                sent = True
+                return await self._evalsha(conn, keys, args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if conn is not None:
+                await conn.disconnect()  # its state is unknown: never reuse it
+            what = f"publish to {channel!r}"
+            if not sent or isinstance(exc, ResponseError):
+                raise PublishNotApplied(f"{what} was not applied: {exc!r}") from exc
+            raise PublishOutcomeUnknown(f"{what} may or may not have applied: {exc!r}") from exc
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.release(conn)
+
+    async def _evalsha(self, conn: Any, keys: list[str], args: list[Any]) -> Any:
+        script = self._script
+        await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await conn.read_response()
+        except NoScriptError:  # Redis restarted and forgot it: nothing ran, send it whole
+            await conn.send_command("EVAL", script.script, len(keys), *keys, *args)
+            return await conn.read_response()
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -168,15 +279,19 @@ class RedisBackend:
             except (RedisError, OSError) as exc:
                 logger.debug("unsubscribe %r failed (connection lost): %r", channel, exc)
 
-    def publications(self) -> AsyncIterator[Publication]:
+    def publications(self) -> AsyncIterator[Publication | Resync]:
         if self._receive is None:
             raise RuntimeError("RedisBackend is not started: use it as 'async with'")
         return self._receive
 
     async def position(self, channel: str) -> tuple[int, str | None]:
-        keys = self._key(channel, "seq"), self._key(channel, "epoch")
-        seq, epoch = await self._guarded(self.client.mget(*keys), f"position of {channel!r}")
-        return int(seq or 0), None if epoch is None else _text(epoch)
+        keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
+                self._key(channel, "stream")]  # fmt: skip
+        args = [uuid.uuid4().hex[:12], int(self.room_ttl * 1000)]
+        seq, epoch = await self._guarded(
+            self._position_script(keys=keys, args=args), f"position of {channel!r}"
+        )
+        return int(seq or 0), _text(epoch)
 
     async def history(
         self, channel: str, since: int, epoch: str | None = None
@@ -186,7 +301,13 @@ class RedisBackend:
         current, room_epoch = await self._guarded(self.client.mget(*keys), what)
         stream = self._key(channel, "stream")
         entries = await self._guarded(self.client.xrange(stream, f"{since + 1}-1", "+"), what)
-        return _check_history(channel, since, epoch, current, room_epoch, entries or [])
+        kept = [
+            Publication(channel, int(_text(entry_id).split("-")[0]), _text(fields[b"e"]),
+                        fields[b"d"])
+            for entry_id, fields in entries or []
+        ]  # fmt: skip
+        room_epoch = None if room_epoch is None else _text(room_epoch)
+        return check_history(channel, since, epoch, int(current or 0), room_epoch, kept)
 
     async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
         key = self._key(channel, "presence")
@@ -249,6 +370,8 @@ class RedisBackend:
                 await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self._set_up(True)
+            if self.reconnects and self._channels and self._send is not None:
+                await self._send.send(Resync(tuple(self._channels)))  # what was missed?
             await self._read(pubsub)
         finally:
             self._pubsub = None
@@ -315,20 +438,3 @@ def _parse(channel: str, payload: bytes) -> Publication | None:
     except ValueError:
         logger.warning("ignoring a malformed backplane message on %r", channel)
         return None
-
-
-def _check_history(channel: str, since: int, epoch: str | None, current: Any,
-                   room_epoch: Any, entries: list[Any]) -> list[Publication]:  # fmt: skip
-    current_seq = int(current or 0)
-    if epoch is not None and (room_epoch is None or _text(room_epoch) != epoch):
-        raise HistoryGap(f"room {channel!r} history epoch changed", reason="epoch changed")
-    if since > current_seq:
-        raise HistoryGap(f"seq {since} is ahead of room {channel!r} ({current_seq})",
-                         reason="unknown position")  # fmt: skip
-    publications = [
-        Publication(channel, int(_text(entry_id).split("-")[0]), _text(fields[b"e"]), fields[b"d"])
-        for entry_id, fields in entries
-    ]
-    if since < current_seq and (not publications or publications[0].seq != since + 1):
-        raise HistoryGap(f"room {channel!r} no longer keeps seq {since + 1}", reason="trimmed")
-    return publications

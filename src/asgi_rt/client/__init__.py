@@ -5,10 +5,10 @@
   bounded outbox while disconnected.
 - :class:`Backoff` / :class:`RetryPolicy` / :class:`Disconnect`: when to reconnect.
 - :class:`ClientPool`: a bounded pool of connections to one upstream, for a server that
-  talks to a WebSocket service.
+  talks to a WebSocket service, with a circuit breaker for when the upstream is down.
 """
 
-from ..exceptions import ClientGaveUp, OutboxFull
+from ..exceptions import ClientGaveUp, OutboxFull, PoolExhausted, UpstreamUnavailable
 from .pool import ClientPool
 from .resilient import ResilientClient, since_query
 from .retry import Backoff, Disconnect, RetryPolicy
@@ -19,7 +19,9 @@ __all__ = [
     "ClientPool",
     "Disconnect",
     "OutboxFull",
+    "PoolExhausted",
     "ResilientClient",
     "RetryPolicy",
+    "UpstreamUnavailable",
     "since_query",
 ]

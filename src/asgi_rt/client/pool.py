@@ -14,6 +14,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
 from ..exceptions import PoolExhausted
+from ._breaker import Breaker
+from .retry import Backoff
 
 __all__ = ["ClientPool"]
 
@@ -29,7 +31,15 @@ class ClientPool:
     connection is checked before it is lent (a closed one is dropped and replaced); a
     connection whose block raised, or that is no longer open when returned, is closed and
     never pooled again. At most ``max_waiters`` callers wait for a free connection, each
-    for at most ``acquire_timeout`` seconds.
+    for at most ``acquire_timeout`` seconds; a caller that finds a free slot does not count,
+    so a burst admits ``size + max_waiters`` callers.
+
+    When the upstream is down, a circuit breaker keeps borrowers from hammering it: a
+    failed connect opens the breaker for a delay drawn from ``backoff`` (between half and
+    all of its cap, growing with consecutive failures); meanwhile ``connection()`` fails at
+    once with :class:`~asgi_rt.exceptions.UpstreamUnavailable` (``retry_after`` says how
+    long is left). Then one borrower tries again (the others still fail fast): success
+    closes the breaker, failure opens it for longer.
 
     Args:
         uri: the upstream, ``ws://`` or ``wss://``.
@@ -37,15 +47,19 @@ class ClientPool:
         acquire_timeout: seconds to wait for a connection (including connecting).
         max_waiters: callers allowed to wait at once; beyond, ``connection()`` fails at once.
         connect: the function that opens a connection (default ``websockets`` ``connect``).
+        backoff: the breaker's delays (default ``Backoff(initial=0.5, maximum=30)``;
+            only ``cap`` and ``rng`` are used).
         **options: passed to ``connect`` (headers, subprotocols, ping settings, ...).
 
     Raises:
         PoolExhausted: from ``connection()``, on timeout, too many waiters, or after ``aclose``.
+        UpstreamUnavailable: from ``connection()`` (a ``PoolExhausted``): connecting failed,
+            or the breaker is open; the connect error is its ``__cause__``.
     """
 
     def __init__(self, uri: str, *, size: int = 10, acquire_timeout: float = 5.0,
                  max_waiters: int | None = None, connect: Connect | None = None,
-                 **options: Any) -> None:  # fmt: skip
+                 backoff: Backoff | None = None, **options: Any) -> None:  # fmt: skip
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
         if not acquire_timeout > 0:
@@ -57,9 +71,15 @@ class ClientPool:
         self._slots = anyio.Semaphore(size)
         self._idle: deque[ClientConnection] = deque()
         self._waiting = 0
+        self._breaker = Breaker(backoff or Backoff(initial=0.5, maximum=30.0))
         self._closed = False
         self.created = 0
         self.discarded = 0
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a free connection now."""
+        return self._waiting
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[ClientConnection]:
@@ -99,6 +119,11 @@ class ClientPool:
     async def _acquire_slot(self) -> None:
         if self._closed:
             raise PoolExhausted("the pool is closed")
+        try:
+            self._slots.acquire_nowait()  # a free slot: not a waiter
+            return
+        except anyio.WouldBlock:
+            pass
         if self._waiting >= self.max_waiters:
             raise PoolExhausted(f"{self._waiting} callers already wait for a connection")
         self._waiting += 1
@@ -117,7 +142,8 @@ class ClientPool:
                 return ws
             self.discarded += 1
             await _close(ws)
-        ws = await self._connect(self.uri, **self._options)
+        with self._breaker.attempt(self.uri):
+            ws = await self._connect(self.uri, **self._options)
         self.created += 1
         return ws
 

@@ -8,7 +8,6 @@ its delays are process-wide settings, not an injectable policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import deque
@@ -20,9 +19,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import anyio
 from anyio.abc import TaskGroup
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
+from .._json import dumps, loads
 from ..exceptions import ClientGaveUp, OutboxFull
+from ._outcome import AuthFailed, Outcome, outcome_of
 from .retry import Backoff, Disconnect, RetryPolicy
 
 __all__ = ["ResilientClient", "since_query"]
@@ -50,10 +51,6 @@ def since_query(url: str, positions: Mapping[str, int], epochs: Mapping[str, str
     if room in epochs:
         query.append(("epoch", epochs[room]))
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-class _AuthFailed(Exception):
-    pass
 
 
 class ResilientClient:
@@ -134,8 +131,13 @@ class ResilientClient:
         if self._task_group is None:
             raise RuntimeError("__aexit__ without __aenter__")
         self._task_group.cancel_scope.cancel()
-        await self._task_group.__aexit__(exc_type, exc, tb)
-        self._inbox_out.close()
+        try:
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                await self._task_group.__aexit__(exc_type, exc, tb)  # its scope's to handle
+            else:  # the block's own error (ClientGaveUp...) leaves as itself, not in a group
+                await self._task_group.__aexit__(None, None, None)
+        finally:
+            self._inbox_out.close()
 
     async def send(self, data: Any) -> None:
         """Send ``data`` (``str``, ``bytes``, or JSON-encodable) now, or once reconnected.
@@ -143,10 +145,13 @@ class ResilientClient:
         Raises:
             OutboxFull: disconnected, and ``outbox_size`` messages are already waiting.
             ClientGaveUp: the client has stopped reconnecting.
+            TypeError: ``data`` holds a value JSON has no form for.
+            ValueError: ``data`` cannot be standard JSON or UTF-8 text (``NaN``, a lone
+                surrogate...): refused here rather than failing the connection later.
         """
         if self._gave_up is not None:
             raise self._gave_up
-        payload = data if isinstance(data, str | bytes) else json.dumps(data)
+        payload = _payload(data)
         async with self._send_lock:
             ws = self._ws
             if ws is not None and not self._outbox:
@@ -192,42 +197,39 @@ class ResilientClient:
         """One connection, from handshake to close; what ended it."""
         self.attempts += 1
         started: float | None = None
-        code, reason, status = None, "", None
+        phase = "connect"
         try:
             url = self._resume_url(self.url, self.positions, self.epochs)
             ws = await connect(url, **self._options)
-            started = time.monotonic()
+            phase = "auth"
             try:
                 await self._authenticate(ws)
+                phase, started = "open", time.monotonic()  # up means authenticated
                 await self._ready(ws)
                 await self._read(ws)
             finally:
                 self._ws = None
                 await _close(ws)
-        except ConnectionClosed as exc:
-            code, reason = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, str(exc))
-        except InvalidStatus as exc:
-            status, reason = exc.response.status_code, str(exc)
-        except (OSError, InvalidHandshake, TimeoutError, _AuthFailed) as exc:
-            reason = str(exc) or type(exc).__name__
-        except Exception as exc:  # a hook of the user's (token, resume_url, on_connect) raised
-            logger.warning("connection attempt to %s failed in a hook", self.url, exc_info=True)
-            reason = repr(exc)
+        except Exception as exc:
+            out = outcome_of(exc, phase, self.url)
+        else:  # _read returns only by raising; kept for the type checker's sake
+            out = Outcome(phase)
         finally:
             self._ws = None
         uptime = 0.0 if started is None else time.monotonic() - started
-        failures = 1 if self.policy.is_stable(uptime) else failures + 1
-        return Disconnect(code, reason, failures, uptime, status)
+        failures = 1 if started is not None and self.policy.is_stable(uptime) else failures + 1
+        return Disconnect(out.code, out.reason, failures, uptime, out.status, out.phase,
+                          out.retry_after)  # fmt: skip
 
     async def _authenticate(self, ws: ClientConnection) -> None:
         if self._token is None:
             return
         with anyio.fail_after(self._auth_timeout):  # a token endpoint that hangs, too
             token = self._token if isinstance(self._token, str) else await self._token()
-            await ws.send(json.dumps({"type": "auth", "token": token}))
+            await ws.send(dumps({"type": "auth", "token": token}))
             answer = await ws.recv()
         if _decode(answer) != {"type": "auth_ok"}:
-            raise _AuthFailed(f"expected {{'type': 'auth_ok'}}, got {str(answer)[:100]!r}")
+            raise AuthFailed(f"expected {{'type': 'auth_ok'}}, got {str(answer)[:100]!r}")
 
     async def _ready(self, ws: ClientConnection) -> None:
         """Flush the outbox in order, then let ``send`` write directly."""
@@ -272,15 +274,11 @@ class ResilientClient:
         return True
 
     def _give_up(self, disconnect: Disconnect) -> None:
-        what = disconnect.reason
-        if disconnect.code is not None:
-            what = f"close {disconnect.code} {disconnect.reason!r}"
-        elif disconnect.status is not None:
-            what = f"HTTP {disconnect.status}"
         self._gave_up = ClientGaveUp(
-            f"gave up on {self.url} after {disconnect.failures} failure(s); last: {what}",
+            f"gave up on {self.url} after {disconnect.failures} failure(s); last: "
+            f"{disconnect.describe()}",
             code=disconnect.code or 1006, reason=disconnect.reason[:123],
-            attempts=self.attempts,
+            attempts=self.attempts, status=disconnect.status, phase=disconnect.phase,
         )  # fmt: skip
         logger.warning("%s", self._gave_up)
 
@@ -294,7 +292,18 @@ async def _close(ws: ClientConnection) -> None:
 
 
 def _decode(raw: str | bytes) -> Any:
+    """A frame's JSON value; its text (or bytes) when it is no JSON within our limits."""
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         return raw
+
+
+def _payload(data: Any) -> str | bytes:
+    if isinstance(data, bytes):
+        return data
+    if not isinstance(data, str):
+        return dumps(data)
+    if not data.isascii():
+        data.encode("utf-8")  # UnicodeEncodeError (a ValueError) names a lone surrogate
+    return data

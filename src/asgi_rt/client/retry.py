@@ -25,7 +25,13 @@ class Disconnect:
         reason: its close reason, or the error's text.
         status: the HTTP status when the handshake was refused (429, 503, 401, ...).
         failures: consecutive attempts that failed or did not stay up, this one included.
-        uptime: seconds the connection was up (0 when none was made).
+        uptime: seconds the connection was up after ``auth_ok`` (after the handshake when
+            the client sends no token); 0 when it never got that far.
+        phase: where it ended: ``"connect"`` (no TCP connection), ``"handshake"`` (an HTTP
+            refusal or a bad handshake), ``"auth"`` (no or a refused ``auth_ok``),
+            ``"open"`` (closed or lost after it was up), ``""`` when unknown.
+        retry_after: seconds the server asked to wait: its ``Retry-After`` header on a
+            refused handshake, or the ``"; retry in 1.3s"`` end of a close reason.
     """
 
     code: int | None
@@ -33,6 +39,20 @@ class Disconnect:
     failures: int
     uptime: float
     status: int | None = None
+    phase: str = ""
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        """What happened, in words naming the phase (used in ``ClientGaveUp``'s message)."""
+        if self.phase == "handshake" and self.status is not None:
+            wait = "" if self.retry_after is None else f" (Retry-After {self.retry_after:g} s)"
+            return f"handshake refused with HTTP {self.status}{wait}"
+        closed = None if self.code is None else f"close {self.code} {self.reason!r}"
+        if self.phase == "auth":
+            return f"auth refused: {closed}" if closed else f"auth failed: {self.reason}"
+        if self.phase == "open":
+            return f"closed by the server: {closed}" if closed else f"lost: {self.reason}"
+        return f"{self.phase or 'attempt'} failed: {closed or self.reason}"
 
 
 class RetryPolicy(Protocol):
@@ -60,6 +80,9 @@ class Backoff:
         give_up_codes: close codes after which the client never reconnects (1008: policy or
             authentication; retrying would only be refused again).
         give_up_statuses: handshake statuses after which it never reconnects (401, 403).
+        max_retry_after: the most seconds of a server's ``Retry-After`` (or close-reason
+            hint) the policy obeys; the delay is at least ``min(retry_after,
+            max_retry_after)``, so a server can slow clients down but not park them.
         rng: the random source (inject a seeded one in tests).
 
     Raises:
@@ -73,6 +96,7 @@ class Backoff:
     max_failures: int | None = None
     give_up_codes: frozenset[int] = frozenset({1008})
     give_up_statuses: frozenset[int] = frozenset({401, 403})
+    max_retry_after: float = 60.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +108,8 @@ class Backoff:
             raise ValueError(f"stable_after must be >= 0, got {self.stable_after}")
         if self.max_failures is not None and self.max_failures < 1:
             raise ValueError(f"max_failures must be >= 1 or None, got {self.max_failures}")
+        if not self.max_retry_after >= 0:
+            raise ValueError(f"max_retry_after must be >= 0, got {self.max_retry_after}")
 
     def cap(self, failures: int) -> float:
         """The upper bound of the delay after ``failures`` consecutive failures."""
@@ -95,7 +121,10 @@ class Backoff:
             return None
         if self.max_failures is not None and disconnect.failures >= self.max_failures:
             return None
-        return self.rng.uniform(0, self.cap(disconnect.failures))
+        delay = self.rng.uniform(0, self.cap(disconnect.failures))
+        if disconnect.retry_after is None:
+            return delay
+        return max(delay, min(disconnect.retry_after, self.max_retry_after))
 
     def is_stable(self, uptime: float) -> bool:
         return uptime >= self.stable_after

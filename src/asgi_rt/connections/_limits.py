@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .._json import DEFAULT_MAX_DEPTH, check_depth
 from ._encode import Dumps
 from .backpressure import Overflow
 from .ratelimit import RateLimit
@@ -27,6 +28,7 @@ class Limits:
     heartbeat: bool = False  # whether {"type":"pong"} frames are swallowed
     track_activity: bool = False  # whether each frame's arrival time is kept (heartbeat, idle)
     max_pending_requests: int = 16  # conn.request() calls waiting for an ack at once
+    max_json_depth: int = DEFAULT_MAX_DEPTH  # iter_json: deeper frames get an error frame
 
     def __post_init__(self) -> None:
         _at_least("queue_size", self.queue_size, 1)
@@ -43,6 +45,7 @@ class Limits:
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit or None, got {self.rate_limit!r}")
         _at_least("max_invalid_frames", self.max_invalid_frames, 1)
+        check_depth(self.max_json_depth)
 
 
 def _at_least(name: str, value: int, low: int) -> None:

@@ -1,17 +1,18 @@
-"""The frame a room's members receive, built once per publication and shared by all."""
+"""The frames a room's members receive, built once per publication and shared by all."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..backends.base import Publication
-from ._encode import Frame
+from ._encode import Frame, compact_dumps
 
-__all__ = ["RoomFrame", "room_frame"]
+__all__ = ["RoomFrame", "room_frame", "room_notice"]
 
 
 class RoomFrame(Frame):
-    """A ``websocket.send`` message that also says which publication it carries.
+    """A ``websocket.send`` message that also says which position in a room it carries.
 
     Transports that frame messages themselves (SSE's ``id:`` field) read ``room``, ``seq``
     and ``epoch`` instead of parsing the text, and keep their encoding with that position in
@@ -27,9 +28,18 @@ class RoomFrame(Frame):
 
 
 def room_frame(publication: Publication, body: bytes) -> tuple[RoomFrame, int]:
-    """``{"room", "seq", "data": <body>}`` for ``publication`` (``body`` is its payload,
-    without the header) as a shared message, and its size."""
-    name = json.dumps(publication.channel, ensure_ascii=False)
-    text = f'{{"room":{name},"seq":{publication.seq},"data":{body.decode()}}}'
+    """``{"room", "seq", "epoch", "data": <body>}`` for ``publication`` (``body`` is its
+    payload, without the header) as a shared message, and its size."""
+    room, epoch = json.dumps(publication.channel, ensure_ascii=False), json.dumps(publication.epoch)
+    text = f'{{"room":{room},"seq":{publication.seq},"epoch":{epoch},"data":{body.decode()}}}'
     frame = RoomFrame(text, publication.channel, publication.seq, publication.epoch)
     return frame, len(text.encode())
+
+
+def room_notice(
+    room: str, kind: str, fields: dict[str, Any], seq: int, epoch: str | None
+) -> tuple[RoomFrame, int]:
+    """``{"type": kind, "room", ..., "seq", "epoch"}``: a notice that names the position the
+    member's stream continues after (``joined``, ``recovery_failed``); on SSE its id."""
+    text = compact_dumps({"type": kind, "room": room, **fields, "seq": seq, "epoch": epoch})
+    return RoomFrame(text, room, seq, epoch or ""), len(text.encode())

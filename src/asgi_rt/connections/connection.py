@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
@@ -10,6 +9,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from starlette.types import Message
 
+from .._json import loads
 from ..exceptions import (
     ConnectionClosed,
     InvalidData,
@@ -146,7 +146,10 @@ class Connection:
 
         Raises:
             ConnectionClosed: the connection is closing or closed.
-            TypeError: ``data`` is of a type that cannot be sent.
+            TypeError: ``data`` is of a type that cannot be sent, or holds a value JSON has
+                no form for (the message names it and where it is).
+            ValueError: ``data`` cannot be valid JSON or UTF-8 text (``NaN``, ``Infinity``,
+                a lone surrogate...); nothing was sent and the connection stays open.
         """
         if self._sender.state is not _sender.OPEN:
             raise ConnectionClosed(
@@ -154,6 +157,16 @@ class Connection:
                 code=self.close_code, reason=self.close_reason,
             )  # fmt: skip
         message, size = encode(data, self._limits.dumps)
+        return self._sender.deliver(message, size, key)
+
+    def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
+        """Send or queue an already-encoded ASGI message without awaiting the socket: the
+        synchronous path managers use to fan one shared message out (see ``send``).
+
+        Returns:
+            ``True`` if sent or queued; ``False`` if dropped (the connection is closing or
+            closed, or the overflow policy refused it; the stats count which).
+        """
         return self._sender.deliver(message, size, key)
 
     async def request(self, type: str, data: Any = None, *, timeout: float = 5.0) -> Any:
@@ -241,7 +254,10 @@ class Connection:
 
         A frame that is not valid JSON is answered with
         ``{"type": "error", "data": {"code": "invalid_json", "message": ...}}`` and skipped; after
-        ``max_invalid_frames`` such frames the connection is closed with 1007.
+        ``max_invalid_frames`` such frames the connection is closed with 1007. So is a frame
+        nested deeper than ``max_json_depth``, with ``NaN``/``Infinity``, a number that
+        overflows to infinity or a lone surrogate (``"\\ud800"``): whatever this yields can
+        be sent back as it is.
         """
         return _Frames(self._receive_json)
 
@@ -259,10 +275,11 @@ class Connection:
         return _END if data is None else data
 
     async def _receive_json(self) -> Any:
+        max_depth = self._limits.max_json_depth
         while (data := await self.receive()) is not None:
             try:
-                return json.loads(data)
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                return loads(data, max_depth=max_depth)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and BadJSON
                 if not await self.reject_frame("invalid_json", f"expected JSON: {exc}"):
                     break
         return _END

@@ -6,7 +6,9 @@ shutdown runs, so a ``close_all`` in the lifespan finds nothing left to spread; 
 thousands of clients told "restart" in the same millisecond reconnect in the same second
 to whichever worker is left. :func:`drain_on_signal` steps in front of the server's signal
 handler: the first signal starts ``close_all(window=...)``; once it is done, the server's
-own handler runs and shutdown carries on as usual. A second signal skips the wait.
+own handler runs and shutdown carries on as usual. A second signal skips the wait and
+reaches the server too, so shutdown always ends as the server's own signals would end it
+(uvicorn force-exits on a SIGINT after the first signal: Ctrl+C twice).
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ async def drain_on_signal(
         timeout: seconds after the window for queues to drain before closing regardless.
         signals: the signals to step in front of.
 
+    A second signal during the drain ends it: the first signal is handed to the server at
+    once and the second one follows it, so the server does what two signals make it do
+    (uvicorn: a graceful shutdown, forced when the second is SIGINT). Nothing is
+    swallowed, so a shutdown stuck after the drain is forced as without us.
+
     Only works in the main thread (where signal handlers live); elsewhere it does nothing
     and says so in the log. The drain takes at most ``window + timeout`` plus twice the
     manager's ``close_timeout``: under a process manager that sends SIGKILL after a grace
@@ -82,8 +89,9 @@ async def drain_on_signal(
 
 
 class _Relay:
-    """Our signal handler: the first signal wakes the drain, a second one hands over at
-    once; the server's own handler runs exactly once either way."""
+    """Our signal handler: the first signal wakes the drain; any later one hands the
+    first over at once (if the drain has not) and then reaches the server's handler as
+    well. The server's handler sees every signal exactly once, none swallowed."""
 
     def __init__(self, wake_soon: Callable[[], None]) -> None:
         self.previous: dict[int, Any] = {}
@@ -103,8 +111,9 @@ class _Relay:
         if self.first is None:
             self.first = sig
             self._wake_soon()
-        else:  # impatient
-            self.hand_over(sig, frame)
+            return
+        self.hand_over(self.first, frame)  # impatient: the shutdown the first one asked for
+        _hand_over(sig, frame, self.previous.get(sig))  # then this one (uvicorn: force)
 
     def hand_over(self, sig: int, frame: FrameType | None) -> None:
         if not self.handed_over:

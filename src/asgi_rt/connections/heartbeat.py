@@ -12,7 +12,6 @@ every connection, so an idle connection costs no task of its own.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from .._json import loads
 from ..types import WebSocketSendEvent
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def is_pong(data: str | bytes) -> bool:
     if not isinstance(data, str) or len(data) > 64 or '"pong"' not in data:
         return False
     try:
-        return bool(json.loads(data) == {"type": "pong"})
+        return bool(loads(data) == {"type": "pong"})
     except ValueError:
         return False
 

@@ -24,6 +24,8 @@ import anyio.lowlevel
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .._background import Background
+from .._json import DEFAULT_MAX_DEPTH
+from .._retry_hint import drain_reason
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
 from ._limits import Limits
@@ -62,10 +64,14 @@ class ConnectionManager:
         max_message_size: largest inbound frame in bytes; larger closes 1009.
         rate_limit: inbound token bucket per connection; exceeding it closes 1008.
         max_invalid_frames: bad JSON frames tolerated per connection before 1007.
+        max_json_depth: deepest nesting ``iter_json`` decodes (1..500); a deeper frame is
+            answered ``invalid_json`` like any bad JSON, before it can exhaust the stack.
         close_timeout: seconds to wait for a close frame to be written.
         inline_send: write frames from the caller's task when they do not block.
             ``None`` (default) enables it under asyncio and not under trio.
-        dumps: JSON encoder for dict/list payloads (called once per broadcast).
+        dumps: JSON encoder for dict/list payloads (called once per broadcast). The default
+            refuses what is not standard JSON (``NaN``, ``Infinity``, lone surrogates) with
+            a ``ValueError`` at the caller; a replacement must produce standard JSON too.
         heartbeat: app-level ping/pong (:class:`~asgi_rt.connections.heartbeat.Heartbeat`);
             an unanswered ping closes 4001 ``heartbeat timeout``.
         idle_timeout: seconds without an inbound frame before closing 4000 ``idle timeout``.
@@ -75,7 +81,8 @@ class ConnectionManager:
             :func:`~asgi_rt.connections.drain.drain_on_signal` instead.
         metrics: export queue wait, queue depth, drops and slow-consumer closes into
             this :class:`~asgi_rt.metrics.Metrics` (depth and counters are read from
-            ``stats()`` at scrape time, so they cost nothing per message).
+            ``stats()`` at scrape time, so they cost nothing per message; in multiprocess
+            mode written once a second while the manager is entered).
 
     Raises:
         ValueError: a bound is out of range.
@@ -92,6 +99,7 @@ class ConnectionManager:
         max_message_size: int | None = MiB,
         rate_limit: RateLimit | None = None,
         max_invalid_frames: int = 5,
+        max_json_depth: int = DEFAULT_MAX_DEPTH,
         close_timeout: float = 2.0,
         inline_send: bool | None = None,
         dumps: Dumps = compact_dumps,
@@ -104,7 +112,7 @@ class ConnectionManager:
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
             max_message_size=max_message_size, rate_limit=rate_limit,
-            max_invalid_frames=max_invalid_frames, dumps=dumps,
+            max_invalid_frames=max_invalid_frames, dumps=dumps, max_json_depth=max_json_depth,
             queue_wait=None if metrics is None else metrics.queue_wait.labels(),
             heartbeat=heartbeat is not None,
             track_activity=heartbeat is not None or idle_timeout is not None,
@@ -121,6 +129,7 @@ class ConnectionManager:
         self._connections: dict[str, Connection] = {}
         self._reserved: set[str] = set()  # ids whose handshake is still in progress
         self._stats = ManagerStats()
+        self._metrics = metrics
         if metrics is not None:
             metrics.watch(self)
 
@@ -215,6 +224,12 @@ class ConnectionManager:
         Returns:
             How many connections the message was sent or queued to.
 
+        Raises:
+            TypeError: ``data`` is of a type that cannot be sent, or holds a value JSON has
+                no form for (the message names it and where it is).
+            ValueError: ``data`` cannot be valid JSON or UTF-8 text (``NaN``, ``Infinity``,
+                a lone surrogate...): nothing was sent to anyone.
+
         Under asyncio this does not suspend. Without inline sends (trio) it yields once
         at the end so that the writers can run.
         """
@@ -235,7 +250,7 @@ class ConnectionManager:
 
     async def close_all(
         self, code: int = 1001, reason: str = "server shutdown", *, timeout: float = 5.0,
-        window: float = 0.0,
+        window: float = 0.0, retry_hint: bool = True,
     ) -> None:  # fmt: skip
         """Close every connection with ``code`` after draining its queue.
 
@@ -244,14 +259,21 @@ class ConnectionManager:
         their own backoff jitter spreads them further. Connections still draining
         ``timeout`` seconds after their close was requested are closed without waiting for
         their queue (each close frame still gets ``close_timeout``).
+
+        With ``window`` > 0 and ``retry_hint``, each close reason ends with a suggested
+        delay, ``"service restart; retry in 1.3s"``: the rest of the drain plus a uniform
+        share of one more window, so that clients come back spread over the window after
+        the drain. ``ResilientClient`` obeys it; a browser can read it from the close event.
         """
         conns = tuple(self._connections.values())
         batches = max(1, min(len(conns), round(window / 0.05))) if window > 0 else 1
         for index in range(batches):
             if index:
                 await anyio.sleep(window / batches)
+            offset = window * index / batches
             for conn in conns[index::batches]:
-                conn._sender.request_close(code, reason, drain=True)
+                said = drain_reason(reason, window, offset) if window and retry_hint else reason
+                conn._sender.request_close(code, said, drain=True)
         with anyio.move_on_after(timeout):
             for conn in conns:
                 await conn.wait_closed()
@@ -278,9 +300,12 @@ class ConnectionManager:
 
     def _background_tasks(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         """What runs while the manager is entered; subclasses add theirs."""
-        if self._heartbeat is None and self._idle_timeout is None:
-            return []
-        return [partial(sweep_forever, self, self._heartbeat, self._idle_timeout)]
+        tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        if self._heartbeat is not None or self._idle_timeout is not None:
+            tasks.append(partial(sweep_forever, self, self._heartbeat, self._idle_timeout))
+        if self._metrics is not None and self._metrics.multiprocess:
+            tasks.append(partial(self._metrics.export_forever, self))
+        return tasks
 
     async def _admit(
         self, websocket: Transport, id: str | None, subprotocol: str | None,
@@ -288,11 +313,11 @@ class ConnectionManager:
     ) -> Connection:  # fmt: skip
         """Accept and register; registered only once accepted, so that a broadcast never
         races the handshake."""
-        if (self._heartbeat or self._idle_timeout) and not self._running:
-            raise RuntimeError(
-                "heartbeat and idle_timeout need the manager running: "
-                "'async with manager:' in the app's lifespan"
-            )
+        try:
+            self._require_started("connect")
+        except RuntimeError:
+            await _refuse(websocket)
+            raise
         conn_id = self._reserve(id)
         try:
             if websocket.application_state is WebSocketState.CONNECTING:
@@ -300,6 +325,20 @@ class ConnectionManager:
             return self._register(websocket, conn_id, meta)
         finally:
             self._reserved.discard(conn_id)
+
+    def _require_started(self, call: str) -> None:
+        """Raise the error that names the fix when the manager's work needs it entered."""
+        if self._running or not self._needs_start():
+            return
+        name = type(self).__name__
+        raise RuntimeError(
+            f"{name}.{call}() before the manager was started: enter it in the app's "
+            "lifespan, 'async with manager:' around the lifespan's yield"
+        )
+
+    def _needs_start(self) -> bool:
+        """Whether connections need the background tasks; subclasses with a backend do."""
+        return self._heartbeat is not None or self._idle_timeout is not None
 
     def _reserve(self, id: str | None) -> str:
         conn_id = uuid.uuid4().hex if id is None else id
@@ -336,6 +375,18 @@ class ConnectionManager:
         if self._inline_send is None:
             self._inline_send = _on_asyncio()
         return self._inline_send
+
+
+async def _refuse(websocket: Transport) -> None:
+    """Close a WebSocket whose manager was never started: 403 before accept, else 1011 with
+    a reason (rather than the silence of a socket nobody serves)."""
+    if (
+        isinstance(websocket, WebSocket)
+        and websocket.client_state is not WebSocketState.DISCONNECTED
+    ):
+        with anyio.CancelScope(shield=True):
+            await websocket.send({"type": "websocket.close", "code": 1011,
+                                  "reason": "server not started"})  # fmt: skip
 
 
 def _on_asyncio() -> bool:

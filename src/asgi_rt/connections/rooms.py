@@ -18,17 +18,19 @@ from typing import Any, Self
 
 import anyio
 
-from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, make_backend
+from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, Resync, make_backend
 from ..backends.base import PositionStore, PresenceStore
-from ._membership import Membership
+from ._membership import Membership, Verdict
 from ._presence import Presence, PresenceInfo, default_info
-from ._roomframe import RoomFrame, room_frame
+from ._roomframe import room_frame, room_notice
 from .connection import Connection
 from .manager import ConnectionManager
 
 __all__ = ["RoomManager"]
 
 logger = logging.getLogger("asgi_rt.rooms")
+
+_REPLAY_ROUNDS = 3  # replays of one join before its member is left to catch up live
 
 
 class RoomManager(ConnectionManager):
@@ -85,6 +87,9 @@ class RoomManager(ConnectionManager):
         finally:
             await self.backend.__aexit__(exc_type, exc, tb)
 
+    def _needs_start(self) -> bool:
+        return True  # the backend and its listener: without them nothing is delivered
+
     def rooms(self) -> list[str]:
         """Rooms with at least one member in this process."""
         return list(self._rooms)
@@ -99,15 +104,18 @@ class RoomManager(ConnectionManager):
     ) -> None:  # fmt: skip
         """Add ``conn`` to ``room``; with ``since``, first replay what it missed after it.
 
-        When the history cannot fill the gap (trimmed, or ``epoch`` is not the room's
-        current one), the client gets ``{"type": "recovery_failed", "room": ...,
-        "reason": ...}`` and then live messages: it should re-sync from its source of truth.
+        A resume names the position it continues from: ``since`` and the ``epoch`` it
+        belongs to (every room frame, ``joined`` and ``recovery_failed`` carry both). When the
+        history cannot fill the gap (trimmed; ``epoch`` not the room's current one, or
+        missing while ``since`` > 0, so the position cannot be confirmed), the client gets
+        ``{"type": "recovery_failed", "room", "reason", "epoch", "seq"}`` naming the position
+        its stream now continues from, and then every later publication: it should re-sync
+        from its source of truth.
 
         With ``announce``, the client is then sent ``{"type": "joined", "room": ..., "seq":
-        ..., "epoch": ...}`` (the room's position, see :meth:`position`): a client that
-        passes that epoch back on reconnect is told ``recovery_failed`` if the history was
-        lost meanwhile, instead of being resumed into a different numbering.
+        ..., "epoch": ...}``: the position its stream starts after.
         """
+        self._require_started("join")
         if announce and not isinstance(self.backend, PositionStore):
             raise TypeError(f"announce needs a position: {type(self.backend).__name__} has none")
         joined = self._joined.setdefault(conn, set())
@@ -123,8 +131,7 @@ class RoomManager(ConnectionManager):
             resumed = since is not None and await self._replay(conn, room, membership, since, epoch)
             if announce:
                 await self._announce_position(conn, room, membership, fresh=not resumed)
-            for message, size in membership.end_replay():
-                conn._sender.deliver(message, size)
+            await self._end_replay(conn, room, membership)
             if self._presence is not None:
                 info = await self._presence.add(room, conn)
                 await self._announce(room, {"type": "presence", "event": "join", "member": info})
@@ -132,6 +139,23 @@ class RoomManager(ConnectionManager):
             with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
                 await self.leave(conn, room)  # a join that failed leaves nothing behind
             raise
+
+    async def _end_replay(self, conn: Connection, room: str, membership: Membership) -> None:
+        """Deliver what was held during the replay; if that was not a clean continuation
+        (more than the buffer arrived, or the epoch changed meanwhile), replay again from
+        where the member now is, a bounded number of times."""
+        for _ in range(_REPLAY_ROUNDS):
+            held, clean = membership.end_replay()
+            for message, size in held:
+                conn.deliver(message, size)
+            if clean:
+                return
+            membership.hold()
+            await self._replay(conn, room, membership, membership.last_seq, membership.epoch)
+        held, _ = membership.end_replay()
+        for message, size in held:
+            conn.deliver(message, size)
+        logger.warning("room %r: member %s kept falling behind its replay", room, conn.id)
 
     async def _subscribe(self, room: str) -> None:
         """Subscribe the backplane unless this process already is; concurrent first joins
@@ -144,17 +168,13 @@ class RoomManager(ConnectionManager):
     async def _announce_position(
         self, conn: Connection, room: str, membership: Membership, *, fresh: bool
     ) -> None:
-        """Send ``joined`` with the seq this member's stream starts after: the room's current
-        one when it did not resume (older publications are not its business), else the last
-        one replayed to it."""
+        """Send ``joined`` with the position this member's stream starts after: the room's
+        current one when it did not resume (older publications are not its business), else
+        the last one replayed to it (or the ``since`` it resumed at)."""
         seq, epoch = await self.position(room)
-        if fresh:
-            membership.last_seq = max(membership.last_seq, seq)
-        text = self._limits.dumps(
-            {"type": "joined", "room": room, "seq": membership.last_seq, "epoch": epoch}
-        )  # a RoomFrame: it carries its position, as a publication does (SSE: the event id)
-        frame = RoomFrame(text, room, membership.last_seq, epoch or "")
-        conn._sender.deliver(frame, len(text.encode()))
+        if fresh or membership.epoch is None:
+            membership.restart(epoch, max(membership.last_seq, seq))
+        conn.deliver(*room_notice(room, "joined", {}, membership.last_seq, membership.epoch))
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
@@ -213,84 +233,185 @@ class RoomManager(ConnectionManager):
         return Presence(self.backend, ttl=ttl, info=info or default_info, dumps=self._limits.dumps)
 
     async def publish(
-        self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None
-    ) -> Publication:
+        self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Publication:  # fmt: skip
         """Publish ``data`` (JSON-encodable) to every member of ``room`` on every worker.
 
         Exactly once per member, in publish order per publisher. Members named in
-        ``exclude`` (e.g. the sender) are skipped.
+        ``exclude`` (e.g. the sender) are skipped. A publish that repeats an
+        ``idempotency_key`` the backend still remembers for ``room`` (default: 5 minutes)
+        applies nothing and returns the first one's :class:`Publication`: retry an
+        unknown outcome with the same key.
 
         Raises:
-            BackendUnavailable: the backplane cannot take it now (never hangs).
+            PublishNotApplied: it certainly did not happen; no member gets it (retry).
+            PublishOutcomeUnknown: it may have happened (retry with the same key).
+            BackendUnavailable: the base of both: the backplane cannot take it now (a
+                publish never hangs).
         """
+        self._require_started("publish")
         excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
         header = f"{time.time():.6f} {','.join(c.id for c in excluded)}".encode()
         body = self._limits.dumps(data).encode()
         started = time.perf_counter()
-        publication = await self.backend.publish(room, header + b"\n" + body)
+        publication = await self.backend.publish(
+            room, header + b"\n" + body, idempotency_key=idempotency_key
+        )
         if self._publish_seconds is not None:
             self._publish_seconds.observe(time.perf_counter() - started)
         return publication
 
     async def _listen(self) -> None:
-        async for publication in self.backend.publications():
-            if publication.channel in self._rooms:
-                await self._fill_gap(publication)
-            self._fan_out(publication)
+        async for item in self.backend.publications():
+            if isinstance(item, Resync):
+                for room in item.channels:
+                    if room in self._rooms:
+                        await self._resync(room)
+            elif item.channel in self._rooms:
+                await self._fill_gap(item)
+                await self._deliver(item)
+
+    async def _resync(self, room: str) -> None:
+        """The backplane may have missed publications of ``room`` (it lost its subscription):
+        compare the room's position with its members' and fill the gap now, so delivery
+        resumes without waiting for the next publication."""
+        if not isinstance(self.backend, PositionStore):
+            return  # the next publication shows the gap
+        try:
+            seq, epoch = await self.backend.position(room)
+        except BackendUnavailable as exc:
+            logger.warning("room %r: cannot check for missed publications: %s", room, exc)
+            return
+        if epoch is None:
+            return  # a backend that numbers without epochs: nothing to compare
+        members = list(self._rooms.get(room, {}).items())
+        stale = [(c, m) for c, m in members if m.epoch is not None and m.epoch != epoch]
+        if stale:
+            logger.warning("room %r: epoch changed to %s; telling %d member(s)",
+                           room, epoch, len(stale))  # fmt: skip
+            await self._restart(room, stale, "epoch changed", seq, epoch)
+        behind = [m.last_seq for _, m in members if m.epoch == epoch and m.last_seq < seq]
+        self._seen[room] = (seq, epoch)
+        if not behind:
+            return
+        try:
+            missed = await self.backend.history(room, min(behind), epoch)
+        except (HistoryGap, BackendUnavailable) as gap:
+            reason = gap.reason if isinstance(gap, HistoryGap) else "backplane unavailable"
+            late = [(c, m) for c, m in members if m.epoch == epoch and m.last_seq < seq]
+            await self._restart(room, late, reason, seq, epoch)
+            return
+        for publication in missed:
+            await self._deliver(publication)
 
     async def _fill_gap(self, publication: Publication) -> None:
         """Deliver from history what this process missed (e.g. while the backplane
-        listener reconnected), or tell the room's members that it cannot."""
+        listener reconnected), or tell the room's members that it cannot. A change of
+        epoch is not a gap: each member finds out it is stale when it is delivered to."""
         room = publication.channel
         last, epoch = self._seen.get(room, (0, publication.epoch))
         self._seen[room] = (publication.seq, publication.epoch)
-        if last == 0 or (epoch == publication.epoch and publication.seq <= last + 1):
+        if last == 0 or epoch != publication.epoch or publication.seq <= last + 1:
             return
         try:
-            if epoch != publication.epoch:
-                raise HistoryGap(reason="epoch changed")
             missed = await self.backend.history(room, last, epoch)
-        except HistoryGap as gap:
-            logger.warning("room %r: publications lost (%s); telling members", room, gap.reason)
-            notice = {"type": "recovery_failed", "room": room, "reason": gap.reason}
-            await self.broadcast(notice, to=self.members(room))
+        except (HistoryGap, BackendUnavailable) as gap:
+            reason = gap.reason if isinstance(gap, HistoryGap) else "backplane unavailable"
+            logger.warning("room %r: publications lost (%s); telling members", room, reason)
+            members = list(self._rooms.get(room, {}).items())
+            await self._restart(room, members, reason, publication.seq - 1, publication.epoch)
             return
         for missing in missed:
             if missing.seq < publication.seq:
-                self._fan_out(missing)
+                await self._deliver(missing)
 
-    def _fan_out(self, publication: Publication) -> None:
+    async def _deliver(self, publication: Publication) -> None:
+        """Fan ``publication`` out; members in another epoch are told what they lost and
+        restarted in this one before anything else reaches them."""
+        stale = self._fan_out(publication)
+        if stale:
+            room = publication.channel
+            logger.warning("room %r: epoch changed to %s; telling %d member(s)",
+                           room, publication.epoch, len(stale))  # fmt: skip
+            await self._restart(room, stale, "epoch changed", publication.seq - 1,
+                                publication.epoch)  # fmt: skip
+            self._fan_out(publication, only=stale)
+
+    def _fan_out(
+        self, publication: Publication, only: list[tuple[Connection, Membership]] | None = None
+    ) -> list[tuple[Connection, Membership]]:
+        """Deliver to every local member (or ``only`` those); return the stale ones."""
         members = self._rooms.get(publication.channel)
         if not members:
-            return
+            return []
         header, _, body = publication.data.partition(b"\n")
         published_at, _, ids = header.decode().partition(" ")
         excluded = set(ids.split(",")) if ids else ()
-        if self._lag_seconds is not None:
+        if self._lag_seconds is not None and only is None:
             self._lag_seconds.observe(max(0.0, time.time() - float(published_at or 0)))
         message, size = room_frame(publication, body)
-        seq = publication.seq
-        for conn, membership in tuple(members.items()):
+        seq, epoch, stale = publication.seq, publication.epoch, []
+        for conn, membership in only or tuple(members.items()):
             if excluded and conn.id in excluded:
                 continue
-            if membership.accepts(seq, message, size):
-                conn._sender.deliver(message, size)
+            verdict = membership.accepts(seq, epoch, message, size)
+            if verdict is Verdict.DELIVER:
+                conn.deliver(message, size)
+            elif verdict is Verdict.STALE:
+                stale.append((conn, membership))
+        return stale
+
+    async def _restart(
+        self, room: str, members: list[tuple[Connection, Membership]], reason: str,
+        seq: int, epoch: str,
+    ) -> None:  # fmt: skip
+        """Tell ``members`` they lost publications (``recovery_failed``) and continue them
+        in ``epoch``: from its start when the history still holds all of it (then they get
+        it), else after ``seq``."""
+        try:
+            kept = await self.backend.history(room, 0, epoch)
+        except (HistoryGap, BackendUnavailable):
+            kept = None
+        start = seq if kept is None else 0
+        notice = room_notice(room, "recovery_failed", {"reason": reason}, start, epoch)
+        frames = [room_frame(p, p.data.partition(b"\n")[2]) for p in kept or ()]
+        for conn, membership in members:
+            membership.restart(epoch, start)
+            conn.deliver(*notice)
+            for (message, size), publication in zip(frames, kept or (), strict=True):
+                if membership.accepts_replayed(publication.seq, publication.epoch):
+                    conn.deliver(message, size)
 
     async def _replay(self, conn: Connection, room: str, membership: Membership,
                       since: int, epoch: str | None) -> bool:  # fmt: skip
         """Deliver the history after ``since``; ``False`` (and ``recovery_failed``) if it
-        cannot."""
+        cannot, or if the position cannot be confirmed (``since`` > 0 with no epoch)."""
         try:
+            if epoch is None and since > 0:
+                raise HistoryGap(f"seq {since} of {room!r} names no epoch", reason="unknown epoch")
             missed = await self.backend.history(room, since, epoch)
         except HistoryGap as gap:
-            await conn.send({"type": "recovery_failed", "room": room, "reason": gap.reason})
+            await self._refuse_resume(conn, room, membership, gap.reason)
             return False
+        membership.restart(epoch or membership.epoch, max(membership.last_seq, since))
         for publication in missed:
             _, _, body = publication.data.partition(b"\n")
-            message, size = room_frame(publication, body)
-            if membership.accepts_replayed(publication.seq):
-                conn._sender.deliver(message, size)
+            if membership.accepts_replayed(publication.seq, publication.epoch):
+                conn.deliver(*room_frame(publication, body))
         return True
+
+    async def _refuse_resume(
+        self, conn: Connection, room: str, membership: Membership, reason: str
+    ) -> None:
+        """``recovery_failed`` naming where the member's stream continues: the room's
+        current position (or, without a position store, wherever the next one starts)."""
+        if not isinstance(self.backend, PositionStore):
+            membership.restart(None, 0)
+            await conn.send({"type": "recovery_failed", "room": room, "reason": reason})
+            return
+        seq, epoch = await self.backend.position(room)
+        await self._restart(room, [(conn, membership)], reason, seq, epoch or "")
 
     async def _on_release(self, conn: Connection) -> None:
         for room in list(self._joined.get(conn, ())):

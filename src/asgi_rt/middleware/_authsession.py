@@ -5,7 +5,6 @@ Per-connection state lives here, never on the middleware.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._json import loads
 from ._tokens import Authenticated, AuthInfo
 
 if TYPE_CHECKING:
@@ -117,7 +117,9 @@ class AuthSession:
             await self._send(message)
 
     async def _check(self, message: Message) -> Failure | None:
-        token = auth_frame(message.get("text"), message.get("bytes"), self.mw.max_auth_size)
+        mw = self.mw
+        token = auth_frame(message.get("text"), message.get("bytes"), mw.max_auth_size,
+                           mw.max_json_depth)  # fmt: skip
         if isinstance(token, Failure):
             return token
         result = await self.mw.verify(token)
@@ -133,8 +135,8 @@ class AuthSession:
         if message["type"] != "websocket.receive" or not text or '"auth"' not in text:
             return False
         try:
-            value: Any = json.loads(text)
-        except ValueError:
+            value: Any = loads(text, max_depth=self.mw.max_json_depth)
+        except ValueError:  # not JSON within our limits: the app's frame, as it is
             return False
         if not isinstance(value, dict) or value.get("type") != "auth":
             return False
@@ -162,14 +164,17 @@ class AuthSession:
         return False
 
 
-def auth_frame(text: str | None, data: bytes | None, max_size: int) -> str | Failure:
-    """Validate an auth frame; return its token or the failure."""
+def auth_frame(
+    text: str | None, data: bytes | None, max_size: int, max_depth: int
+) -> str | Failure:
+    """Validate an auth frame; return its token or the failure (JSON nested deeper than
+    ``max_depth``, ``NaN`` or a lone surrogate is malformed, as any bad JSON is)."""
     if text is None:
         return Failure("too_big" if data and len(data) > max_size else "malformed")
     if len(text) > max_size or len(text.encode()) > max_size:
         return Failure("too_big")
     try:
-        value: Any = json.loads(text)
+        value: Any = loads(text, max_depth=max_depth)
     except ValueError:
         return Failure("malformed")
     if not isinstance(value, dict) or value.get("type") != "auth":

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Tracer
+from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 __all__ = ["exemplar_of", "frame_sampler", "route_of", "start_frame_span"]
@@ -16,10 +17,35 @@ AttributesHook = Callable[[Scope], Mapping[str, Any]]
 
 
 def route_of(scope: Scope) -> str:
-    """The route template Starlette matched (``/ws/{room}``), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unknown"
+    """The route template Starlette matched (``/ws/{room}``), never the raw path.
+
+    Read from ``scope["route"]`` once the router has run; before that (a middleware that
+    accepts before routing, such as first-message auth) matched against the app's routes
+    the way Starlette's router will, so the label never depends on middleware order.
+    """
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str):
+        return path
+    router = getattr(scope.get("app"), "router", None)
+    template = _template(getattr(router, "routes", ()), scope)
+    return "unknown" if template is None else template
+
+
+def _template(routes: Iterable[Any], scope: Scope) -> str | None:
+    """The template of the first route that fully matches ``scope`` (into mounts too)."""
+    for route in routes:
+        try:
+            match, child = route.matches(scope)
+        except Exception:  # a custom route that cannot match this scope
+            continue
+        if match is not Match.FULL:
+            continue
+        path = getattr(route, "path", "")
+        if isinstance(route, Mount):
+            inner = _template(route.routes, {**scope, **child})
+            return None if inner is None else path + inner
+        return path if isinstance(path, str) else None
+    return None
 
 
 def frame_sampler(ratio: float) -> Callable[[], bool]:

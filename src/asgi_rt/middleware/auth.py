@@ -15,6 +15,7 @@ from collections import Counter
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._json import DEFAULT_MAX_DEPTH, check_depth
 from ._authsession import AuthSession, Failure
 from ._outcomes import Outcomes, ReasonHook
 from ._reject import reject
@@ -48,6 +49,8 @@ class FirstMessageAuthMiddleware:
         authenticate: ``async (token) -> principal | Authenticated | None``.
         timeout: seconds for the auth frame to arrive, and again for ``authenticate``.
         max_auth_size: largest auth frame in bytes (1009 beyond).
+        max_json_depth: deepest nesting decoded in an auth frame (1..500); deeper, like
+            ``NaN`` or a lone surrogate, is ``auth malformed``.
         header: accept ``Authorization: Bearer <token>`` at the handshake.
         cookie: accept the token from the cookie with this name.
         subprotocol_prefix: accept a ``Sec-WebSocket-Protocol`` entry ``<prefix><token>``
@@ -69,6 +72,7 @@ class FirstMessageAuthMiddleware:
         authenticate: Authenticate,
         timeout: float = 5.0,
         max_auth_size: int = 4096,
+        max_json_depth: int = DEFAULT_MAX_DEPTH,
         header: bool = False,
         cookie: str | None = None,
         subprotocol_prefix: str | None = None,
@@ -92,6 +96,7 @@ class FirstMessageAuthMiddleware:
         self.authenticate = authenticate
         self.timeout = timeout
         self.max_auth_size = max_auth_size
+        self.max_json_depth = check_depth(max_json_depth)
         self.tokens = HandshakeTokens(header, cookie, subprotocol_prefix, query_param)
         self.outcomes = Outcomes(stats, on_failure, "on_failure")
         self.stats = self.outcomes.stats

@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._retry_hint import RetryAfter, check_retry_after, header_value
 from ._limits import ConnectionLimiter
 from ._origin import OriginPattern, parse_origin, parse_pattern
 from ._outcomes import Outcomes, ReasonHook
+from ._refusals import RefusalLog
 from ._reject import reject
 
 __all__ = ["HandshakeMiddleware", "RejectHook"]
@@ -55,9 +57,17 @@ class HandshakeMiddleware:
             is the one that many entries from the right of the header.
         stats: a ``Counter`` to count rejections by reason into (one is made if omitted).
         on_reject: called as ``on_reject(reason, scope)`` per rejection; errors are logged.
+        refusal_log_interval: a refusal is logged (logger ``asgi_rt.handshake``, WARNING,
+            with the reason, the refused Origin and the path, never the query string) at
+            most once per reason per this many seconds; the next line counts the others.
+        retry_after: the ``Retry-After`` header of a 503 or 429 (load shedding): seconds,
+            or a ``(low, high)`` range drawn uniformly per refusal so that the refused do
+            not return together (sent rounded up to whole seconds); ``None`` sends none.
 
     Raises:
-        ValueError: a malformed origin pattern or a limit below 1.
+        ValueError: a malformed origin pattern, a limit below 1, a negative interval or
+            retry_after.
+        TypeError: ``allowed_origins`` is one string, or ``retry_after`` is not seconds.
     """
 
     def __init__(
@@ -76,6 +86,8 @@ class HandshakeMiddleware:
         trusted_hops: int = 1,
         stats: Counter[str] | None = None,
         on_reject: RejectHook | None = None,
+        refusal_log_interval: float = 60.0,
+        retry_after: RetryAfter | None = (1.0, 5.0),
     ) -> None:
         if isinstance(allowed_origins, str):
             raise TypeError("allowed_origins must be a list of origins, not one string")
@@ -95,6 +107,8 @@ class HandshakeMiddleware:
         )
         self.outcomes = Outcomes(stats, on_reject, "on_reject")
         self.stats = self.outcomes.stats
+        self.refusals = RefusalLog(refusal_log_interval)
+        self.retry_after = check_retry_after(retry_after)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -142,7 +156,10 @@ class HandshakeMiddleware:
     async def _reject(self, scope: Scope, send: Send, reason: str) -> None:
         self.outcomes.record(reason, scope)
         status, body = REJECTIONS[reason]
+        self.refusals.refused(reason, status, body, scope)
         extra = [(b"sec-websocket-version", b"13")] if reason == "version" else None
+        if status in (429, 503) and self.retry_after is not None:
+            extra = [(b"retry-after", header_value(self.retry_after))]
         await reject(scope, send, status, body, extra)
 
 
