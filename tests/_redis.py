@@ -1,10 +1,19 @@
-"""A real redis-server for the tests, on a free loopback port, restartable."""
+"""A real redis-server for the tests, on a free loopback port, restartable.
+
+Besides start/stop, the faults an operator's bad day brings: a crash (SIGKILL) or a
+shutdown (SIGTERM) and a restart on the same port without persistence, a freeze
+(SIGSTOP/SIGCONT), and commands on a plain admin client (CLIENT KILL, FLUSHALL, CONFIG).
+"""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from ._poll import wait_for
 from ._system import free_port, require_binary
@@ -37,8 +46,32 @@ class RedisServer:
         except OSError:
             return False
 
+    def restart(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop with ``sig`` (a crash by default), wait for the process to end, and start a
+        fresh one on the same port: no persistence, so every key is gone."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+        self.proc = None
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes with its sockets open (a GC pause, a stalled VM)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def command(self, *args: Any) -> Any:
+        """Run one command on a fresh admin connection (e.g. ``"CLIENT", "KILL", ...``)."""
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=10) as admin:
+            return admin.execute_command(*args)
+
     def stop(self) -> None:
         if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
