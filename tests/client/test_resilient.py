@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
+import websockets
 
 from asgi_rt import Heartbeat, RoomManager
 from asgi_rt.client import (
@@ -201,6 +203,19 @@ def test_publications_at_or_below_the_last_seq_are_dropped() -> None:
     assert client._first_time({"room": "r", "seq": 1, "data": "renumbered"})
 
 
+def test_a_new_epoch_is_a_new_numbering_and_recovery_failed_names_the_position() -> None:
+    client = ResilientClient("ws://unused")
+    assert client._first_time({"room": "r", "seq": 50, "epoch": "e1", "data": "old"})
+    notice = {"type": "recovery_failed", "room": "r", "reason": "epoch changed", "seq": 0,
+              "epoch": "e2"}  # fmt: skip
+    assert client._first_time(notice)
+    assert (client.positions, client.epochs) == ({"r": 0}, {"r": "e2"})
+    assert client._first_time({"room": "r", "seq": 1, "epoch": "e2", "data": "new"})
+    assert not client._first_time({"room": "r", "seq": 1, "epoch": "e2", "data": "new"})
+    assert client._first_time({"room": "r", "seq": 3, "epoch": "e3", "data": "renumbered"})
+    assert (client.positions, client.epochs) == ({"r": 3}, {"r": "e3"})
+
+
 def test_full_jitter_stays_under_the_capped_exponential() -> None:
     policy = Backoff(initial=1, maximum=8, rng=random.Random(7))
     caps = [policy.cap(n) for n in range(1, 7)]
@@ -311,3 +326,55 @@ async def test_a_frame_too_deep_to_decode_arrives_as_text_and_bad_data_is_refuse
             await client.send({"x": float("nan")})
         with pytest.raises(ValueError, match="surrogates not allowed"):
             await client.send("bad \ud800")
+
+
+@pytest.mark.server
+@pytest.mark.timeout(90)
+async def test_a_restart_that_lost_the_history_is_told_not_taken_as_a_continuation() -> None:
+    """The memory backend loses everything with the server. The client saw 1..50, the
+    restarted server numbers 80 new publications 1..80 before the client is back: resuming
+    with since=50 must not take 51..80 as the rest (50 lost silently); the client is told,
+    then gets all 80."""
+    port = free_port()
+    env = {"ASGI_RT_TEST_AUTH": "1", "PATH": "/usr/bin:/bin"}
+    server = spawn_uvicorn("tests._rooms_app:app", port, env=env)
+    got: list[Any] = []
+    try:
+        await await_for(lambda: listening(port), 20, "uvicorn")
+        async with ResilientClient(f"ws://127.0.0.1:{port}/ws/r", token="good") as client:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collect, client, got)
+                await await_for(lambda: client.connected, 10, "the first connection")
+                await _publish_through(port, [f"old-{i}" for i in range(50)])
+                await await_for(lambda: len(got) >= 50, 20, "the first 50")
+                server.kill()
+                server.wait(10)
+                server = spawn_uvicorn("tests._rooms_app:app", port, env=env)
+                await await_for(lambda: listening(port), 20, "uvicorn again")
+                await _publish_through(port, [f"new-{i}" for i in range(80)])
+                await await_for(lambda: len(got) >= 131, 30, "the notice and the 80")
+                tg.cancel_scope.cancel()
+    finally:
+        server.kill()
+        server.wait(10)
+    old, notice, new = got[:50], got[50], got[51:]
+    assert [m["data"] for m in old] == [f"old-{i}" for i in range(50)]
+    assert (notice["type"], notice["reason"], notice["seq"]) == (
+        "recovery_failed",
+        "epoch changed",
+        0,
+    )
+    assert [m["data"] for m in new] == [f"new-{i}" for i in range(80)]
+    assert notice["epoch"] == new[0]["epoch"] != old[0]["epoch"]
+
+
+async def _publish_through(port: int, texts: list[str]) -> None:
+    """Publish through the app itself (the memory backend lives in the server)."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/ws/r") as ws:
+        await ws.send('{"type":"auth","token":"good"}')
+        while json.loads(await ws.recv())["type"] != "joined":
+            pass
+        for text in texts:
+            await ws.send(text)
+        for _ in texts:
+            await ws.recv()  # published: each comes back

@@ -253,22 +253,28 @@ class ResilientClient:
             await self._inbox_in.send(message)
 
     def _first_time(self, message: dict[str, Any]) -> bool:
-        """Track room positions; ``False`` for a publication already delivered."""
+        """Track room positions (epoch and seq); ``False`` for a publication already
+        delivered. ``joined`` and ``recovery_failed`` name the position the stream
+        continues after; a room frame of another epoch starts a new numbering (the server
+        sent ``recovery_failed`` before it)."""
         room, seq, kind = message.get("room"), message.get("seq"), message.get("type")
-        if kind == "recovery_failed" and isinstance(room, str):
-            self.positions.pop(room, None)  # the numbering may restart; take what comes
-            self.epochs.pop(room, None)
+        if not isinstance(room, str):
             return True
-        if kind == "joined" and isinstance(room, str):
-            epoch = message.get("epoch")
-            if isinstance(epoch, str):
-                self.epochs[room] = epoch
-            if isinstance(seq, int):
+        epoch = message.get("epoch")
+        if kind in ("recovery_failed", "joined"):
+            if not isinstance(seq, int) or not isinstance(epoch, str):
+                self.positions.pop(room, None)  # no position named: take what comes
+                self.epochs.pop(room, None)
+            elif kind == "recovery_failed" or self.epochs.get(room) != epoch:
+                self.positions[room], self.epochs[room] = seq, epoch
+            else:
                 self.positions.setdefault(room, seq)
             return True
-        if not isinstance(room, str) or not isinstance(seq, int) or "data" not in message:
+        if not isinstance(seq, int) or "data" not in message:
             return True
-        if seq <= self.positions.get(room, 0):
+        if isinstance(epoch, str) and self.epochs.get(room) != epoch:
+            self.epochs[room] = epoch  # a new numbering: its first frame is new by definition
+        elif seq <= self.positions.get(room, 0):
             return False
         self.positions[room] = seq
         return True
