@@ -19,6 +19,7 @@ from ._origin import OriginPattern, parse_origin, parse_pattern
 from ._outcomes import Outcomes, ReasonHook
 from ._refusals import RefusalLog
 from ._reject import reject
+from ._stackcheck import reports_config_errors
 
 __all__ = ["HandshakeMiddleware", "RejectHook"]
 
@@ -64,6 +65,7 @@ class HandshakeMiddleware:
         ValueError: a malformed origin pattern, a limit below 1 or a negative interval.
     """
 
+    @reports_config_errors
     def __init__(
         self,
         app: ASGIApp,
