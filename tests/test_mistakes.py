@@ -3,6 +3,7 @@ uvicorn (its default ``--lifespan auto``), in one line that names the fix."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,3 +58,16 @@ def test_handshake_checks_inside_auth_are_reported_naming_the_order() -> None:
     assert len(lines) == 1, log
     assert lines[0].startswith("HandshakeMiddleware is inside FirstMessageAuthMiddleware")
     assert "add_middleware(FirstMessageAuthMiddleware) before" in lines[0]
+
+
+def test_an_unreachable_redis_fails_startup_with_one_line_naming_it() -> None:
+    dead = free_port()  # nothing listens here
+    env = {**os.environ, "ASGI_RT_BACKEND": f"redis://127.0.0.1:{dead}/0"}
+    proc = spawn_uvicorn("examples.fastapi_app.app:app", free_port(), env=env,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    _, err = proc.communicate(timeout=60)  # uvicorn exits: its lifespan startup failed
+    log = err.decode()
+    assert proc.returncode != 0, log
+    [line] = [line for line in log.splitlines() if line.startswith("asgi_rt.")]
+    assert line.startswith("asgi_rt.exceptions.BackendUnavailable: PING to Redis at "), line
+    assert f"127.0.0.1:{dead}" in line and "is Redis running there?" in line, line

@@ -124,11 +124,29 @@ class RedisBackend:
         return cls(client, **options)
 
     async def __aenter__(self) -> Self:
+        await self.ping()
         self._script = self.client.register_script(_PUBLISH)
         self._listener_client = _without_retries(self.client)
         self._send, self._receive = anyio.create_memory_object_stream[Publication](self._buffer)
         await self._background.start(self._listen)
         return self
+
+    async def ping(self) -> None:
+        """Check that Redis answers (``async with`` does first, so that an app with no
+        Redis fails at startup, not at its first publish).
+
+        Raises:
+            BackendUnavailable: no answer within ``publish_timeout``; the client is closed.
+        """
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            await self._guarded(self.client.ping(), f"PING to Redis at {where}")
+        except BackendUnavailable as exc:
+            await self.client.aclose()
+            raise BackendUnavailable(f"{exc}; is Redis running there? (check the URL)") from (
+                exc.__cause__  # the redis-py error, without the message repeated
+            )
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
