@@ -62,22 +62,28 @@ pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Programs the tests run for real (each test starts its own on a free port): redis-server
-# (the Redis backplane), Prometheus (the Grafana dashboard test) and Chromium (the example
-# page, driven by Playwright: it cannot download its own browser here). Installed from
-# Debian's packages when missing and we are root; otherwise say what to install.
-SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium
+# (the Redis backplane), Prometheus (the Grafana dashboard test), Chromium (the example
+# page, driven by Playwright: it cannot download its own browser here) and nginx (the
+# README's Deploying section). Installed from Debian's packages when missing and we are
+# root; otherwise say what to install. Under CI=true a package still missing is an error.
+SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium nginx:nginx
+MISSING_SYSTEM = for pair in $(SYSTEM_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair\#\#*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/bin/$$cmd ] || [ -x /usr/sbin/$$cmd ] \
+	    || printf ' %s' $$pkg; \
+	done
 system-deps:
-	@missing=""; for pair in $(SYSTEM_PACKAGES); do \
-	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/bin/$$cmd ] || missing="$$missing $$pkg"; \
-	done; \
+	@missing="$$($(MISSING_SYSTEM))"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  missing="$$($(MISSING_SYSTEM))"; \
+	fi; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else \
-	    echo "note: install Debian's packages:$$missing (tests that need them are skipped)"; \
+	  if [ "$$CI" = true ]; then \
+	    echo "error: Debian's packages$$missing could not be installed (CI=true)" >&2; exit 1; \
 	  fi; \
+	  echo "note: install Debian's packages:$$missing (tests that need them are skipped)"; \
 	fi
 
 bench: bench-fanout bench-memory bench-echo bench-rooms bench-sse

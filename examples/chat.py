@@ -47,6 +47,18 @@ def allowed_origins(default_port: int) -> list[str]:
     return [f"http://{name}:{port}" for name in hosts]
 
 
+def proxy_options() -> dict[str, Any]:
+    """HandshakeMiddleware options for running behind a proxy: with ``ASGI_RT_PROXY_HOPS=N``
+    (the proxies you run), per-client limits count the address N entries from the right of
+    ``X-Forwarded-For``; ``ASGI_RT_MAX_PER_CLIENT`` sets that limit (default 50)."""
+    options: dict[str, Any] = {
+        "max_connections_per_client": int(os.environ.get("ASGI_RT_MAX_PER_CLIENT", "50"))
+    }
+    if hops := os.environ.get("ASGI_RT_PROXY_HOPS"):
+        options.update(client_ip_header="x-forwarded-for", trusted_hops=int(hops))
+    return options
+
+
 async def verify_token(token: str) -> str | None:
     """Look the token up; a real app verifies a JWT or asks its session store."""
     return DEMO_TOKENS.get(token)

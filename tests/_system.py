@@ -20,9 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def require_binary(command: str, package: str) -> str:
     """The path of ``command``; under CI=true a missing one fails the test, else skips it."""
-    found = shutil.which(command) or (
-        f"/usr/bin/{command}" if Path(f"/usr/bin/{command}").exists() else None
-    )
+    found = shutil.which(command) or next(
+        (f"{d}/{command}" for d in ("/usr/bin", "/usr/sbin") if Path(f"{d}/{command}").exists()),
+        None,
+    )  # nginx lives in /usr/sbin, which a non-root PATH may lack
     if found is None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{command} is not installed; `make test` installs Debian's {package}")

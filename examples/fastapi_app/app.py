@@ -13,6 +13,7 @@ Environment:
     HOST, PORT: where the page is served (``make run`` passes them); the sockets' Origin
         allowlist is that page's origin (``http://127.0.0.1:PORT``, ``http://localhost:PORT``).
     ASGI_RT_ALLOWED_ORIGINS: comma-separated browser origins instead (e.g. behind a proxy).
+    ASGI_RT_PROXY_HOPS, ASGI_RT_MAX_PER_CLIENT: see ``examples.chat.proxy_options``.
 
 The chat protocol (frames, close codes) is in ``examples/chat.py``, shared with the
 Starlette example.
@@ -41,7 +42,7 @@ from asgi_rt import (
     metrics_app,
     provide,
 )
-from examples.chat import allowed_origins, authorize, chat_session, verify_token
+from examples.chat import allowed_origins, authorize, chat_session, proxy_options, verify_token
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
 BACKEND = os.environ.get("ASGI_RT_BACKEND", "memory://")
@@ -82,8 +83,8 @@ app.add_middleware(
     allowed_origins=ORIGINS,
     allow_missing_origin=True,  # non-browser clients; browsers always send Origin
     max_connections=10_000,
-    max_connections_per_client=50,
     on_reject=metrics.handshake_rejected,
+    **proxy_options(),  # per-client limit; behind a proxy, counted by X-Forwarded-For
 )
 app.add_middleware(TelemetryMiddleware, metrics=metrics)  # outermost: sees rejections too
 app.add_route("/metrics", metrics_app())

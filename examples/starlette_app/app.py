@@ -41,7 +41,14 @@ from asgi_rt import (
     provide,
 )
 from asgi_rt.backends import BackendUnavailable
-from examples.chat import DASHBOARD, allowed_origins, authorize, chat_session, verify_token
+from examples.chat import (
+    DASHBOARD,
+    allowed_origins,
+    authorize,
+    chat_session,
+    proxy_options,
+    verify_token,
+)
 
 HERE = Path(__file__).parent
 CHAT_PAGE = (HERE.parent / "fastapi_app" / "index.html").read_text()
@@ -101,8 +108,8 @@ def create_app(backend: str | None = None) -> Starlette:
     # checks (before accept), then authentication (HTTP requests pass through both).
     middleware = [
         Middleware(TelemetryMiddleware, metrics=metrics),
-        Middleware(HandshakeMiddleware, allowed_origins=ORIGINS,
-                   allow_missing_origin=True, on_reject=metrics.handshake_rejected),
+        Middleware(HandshakeMiddleware, allowed_origins=ORIGINS, allow_missing_origin=True,
+                   on_reject=metrics.handshake_rejected, **proxy_options()),
         Middleware(FirstMessageAuthMiddleware, authenticate=verify_token,
                    on_failure=metrics.auth_failed),
     ]  # fmt: skip

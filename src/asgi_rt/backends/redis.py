@@ -197,6 +197,7 @@ class RedisBackend:
         return cls(aioredis.Redis.from_pool(pool), **options)  # the client owns its pool
 
     async def __aenter__(self) -> Self:
+        await self.ping()
         self._script = self.client.register_script(_PUBLISH)
         self._position_script = self.client.register_script(_POSITION)
         self._listener_client = _without_retries(self.client)
@@ -205,6 +206,23 @@ class RedisBackend:
         )
         await self._background.start(self._listen)
         return self
+
+    async def ping(self) -> None:
+        """Check that Redis answers (``async with`` does first, so that an app with no
+        Redis fails at startup, not at its first publish).
+
+        Raises:
+            BackendUnavailable: no answer within ``publish_timeout``; the client is closed.
+        """
+        kwargs = self.client.connection_pool.connection_kwargs
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        try:
+            await self._guarded(self.client.ping(), f"PING to Redis at {where}")
+        except BackendUnavailable as exc:
+            await self.client.aclose()
+            raise BackendUnavailable(f"{exc}; is Redis running there? (check the URL)") from (
+                exc.__cause__  # the redis-py error, without the message repeated
+            )
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,

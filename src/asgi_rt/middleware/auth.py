@@ -24,11 +24,14 @@ from ._authsession import AuthSession, Failure
 from ._mask import mask
 from ._outcomes import Outcomes, ReasonHook
 from ._reject import reject
+from ._stackcheck import reports_config_errors, warn_if_inside
 from ._tokens import Authenticate, Authenticated, AuthInfo, HandshakeTokens
+from .handshake import HandshakeMiddleware
 
 __all__ = ["AuthInfo", "Authenticated", "FirstMessageAuthMiddleware"]
 
 logger = logging.getLogger("asgi_rt.auth")
+ORDER_PROBLEM = "a foreign Origin is refused only after accept and auth (1008), not with 403"
 
 FailureHook = ReasonHook
 SamePrincipal = Callable[[Any, Any], bool]
@@ -88,6 +91,7 @@ class FirstMessageAuthMiddleware:
     (or with none configured) the first-frame exchange runs.
     """
 
+    @reports_config_errors
     def __init__(
         self,
         app: ASGIApp,
@@ -122,6 +126,7 @@ class FirstMessageAuthMiddleware:
                 "pass allow_query_token=True if you accept that"
             )
         self.app = app
+        warn_if_inside(self, app, HandshakeMiddleware, ORDER_PROBLEM)
         self.authenticate = authenticate
         self.timeout = timeout
         self.max_auth_size = max_auth_size

@@ -20,6 +20,7 @@ from ._origin import OriginPattern, parse_origin, parse_pattern
 from ._outcomes import Outcomes, ReasonHook
 from ._refusals import RefusalLog
 from ._reject import reject
+from ._stackcheck import reports_config_errors
 
 __all__ = ["HandshakeMiddleware", "RejectHook"]
 
@@ -80,6 +81,7 @@ class HandshakeMiddleware:
         TypeError: ``allowed_origins`` is one string, or ``retry_after`` is not seconds.
     """
 
+    @reports_config_errors
     def __init__(
         self,
         app: ASGIApp,

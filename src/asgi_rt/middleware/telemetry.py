@@ -24,6 +24,7 @@ from .._version import __version__
 from ..looplag import LoopLagMonitor
 from ..metrics import Metrics
 from ._sse import EventStreamRecorder, wants_event_stream
+from ._stackcheck import reports_config_errors
 from ._tracing import AttributesHook, frame_sampler
 from ._wsrecorder import WebSocketRecorder
 
@@ -54,6 +55,7 @@ class TelemetryMiddleware:
         ValueError: ``frame_sample_ratio`` outside [0, 1].
     """
 
+    @reports_config_errors
     def __init__(
         self,
         app: ASGIApp,
