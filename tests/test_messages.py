@@ -244,3 +244,21 @@ def test_router_checks_max_json_depth() -> None:
     assert decode_envelope('{"type": "a", "data": [[[]]]}', max_depth=4).data == [[[]]]
     with pytest.raises(EnvelopeError, match="nested deeper than 3"):
         decode_envelope('{"type": "a", "data": [[[]]]}', max_depth=3)
+
+
+async def test_an_error_message_with_a_lone_surrogate_still_goes_out() -> None:
+    def picky(data: Any) -> Any:
+        raise ValueError("no \ud800 here")  # a model's error may quote anything
+
+    router = Router()
+
+    @router.on("x", model=picky)
+    async def x(conn: Connection, data: Any) -> None:
+        raise AssertionError("never reached")
+
+    async with websocket_session(routed_app(router), "/ws") as ws:
+        await ws.send_text('{"type": "x", "id": 1}')
+        frame = await ws.receive_json()
+        assert frame["data"] == {"code": "invalid_data", "message": "no \\ud800 here"}
+        await ws.send_text('{"type": "x", "id": 2}')
+        assert (await ws.receive_json())["id"] == 2

@@ -12,8 +12,9 @@ naming the value and where in the structure it sits, instead of emitting ``NaN``
 browser's ``JSON.parse`` rejects) or a lone surrogate (which kills the socket that tries
 to write it).
 
-The hot path costs two ``str.count`` calls for a frame long enough to be deep, and one
-``in`` test for a ``\\u`` escape; the exact checks run only when those say they might matter.
+The hot path costs two ``str.count`` calls for a frame long enough to be deep and two ``in``
+tests for a ``\\ud`` escape; the exact checks run only when those say they might matter.
+Refusing numbers that overflow costs a Python call per float literal (about 0.1 µs).
 """
 
 from __future__ import annotations
@@ -78,7 +79,11 @@ def loads(raw: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         if type(exc) is ValueError:  # int(): Python's 4,300-digit limit, worded for Python users
             raise BadJSON("an integer of over 4300 digits") from None
         raise
-    if len(text) > max_depth and _deeper_than(text, max_depth):
+    if (
+        len(text) > max_depth
+        and text.count("[") + text.count("{") > max_depth  # else it cannot be that deep
+        and _deeper_than(text, max_depth)
+    ):
         raise BadJSON(f"JSON nested deeper than {max_depth} levels")
     if ("\\ud" in text or "\\uD" in text) and (found := _find(value, _surrogate)) is not None:
         raise BadJSON(f"{found[1]} at {found[0]}")
@@ -87,11 +92,9 @@ def loads(raw: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
 
 def _deeper_than(text: str, max_depth: int) -> bool:
     """Whether valid JSON ``text`` nests deeper than ``max_depth`` (brackets inside strings
-    do not count). Cheap when it cannot be: a byte translation and two counts."""
+    do not count): C-speed byte operations, one pass per level."""
     data = text.encode("utf-8", "surrogatepass")
     kept = data.translate(None, _NOT_SYNTAX)  # brackets, quotes and backslashes
-    if kept.count(b"[") + kept.count(b"{") <= max_depth:
-        return False
     if b"\\" in kept:  # escaped quotes and backslashes must not delimit strings
         kept = data.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_BRACKET)
     brackets = kept.replace(b'""', b"")  # no quote left: no string held a bracket

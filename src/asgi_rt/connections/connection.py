@@ -315,7 +315,10 @@ class Connection:
             await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False
-        frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": message[:200]}}
+        text = message[:200]
+        if not text.isascii():  # an error frame must always encode: no lone surrogate in it
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": text}}
         if id is not None:
             frame["id"] = id
         self._sender.deliver(*encode(frame, self._limits.dumps))
