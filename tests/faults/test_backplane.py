@@ -86,6 +86,17 @@ def test_redis_sigterm_and_restart(workers: Workers, redis_server: RedisServer) 
     _passed(asyncio.run(run(workers, fault, "SIGTERM + restart", prime=PRIME)))
 
 
+def test_redis_flaps(workers: Workers, redis_server: RedisServer) -> None:
+    async def fault(s: Scenario) -> float:
+        await _crash_and_restart(s, redis_server, signal.SIGKILL)
+        first = len(s.publisher.outcomes)
+        await await_for(lambda: s.publisher.ok_count() > first + 5 and s.live_after(first), 20,
+                        "a few publications in the new epoch")  # fmt: skip
+        return await _crash_and_restart(s, redis_server, signal.SIGKILL)
+
+    _passed(asyncio.run(run(workers, fault, "SIGKILL + restart, twice", prime=PRIME)))
+
+
 def test_redis_frozen_by_sigstop(workers: Workers, redis_server: RedisServer) -> None:
     async def fault(s: Scenario) -> float:
         redis_server.pause()
