@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(120)]
 # and a member must not wait for the new numbering to pass the old one.
 PRIME = 200
 OUTAGE_ERRORS = 3  # an outage lasts until the publisher was refused this many times
+LISTENER_LOST = "backplane listener lost Redis"  # RedisBackend's warning
 
 
 def _errors_after(publisher: Publisher, first: int) -> int:
@@ -85,11 +86,22 @@ def test_redis_sigterm_and_restart(workers: Workers, redis_server: RedisServer) 
     _passed(asyncio.run(run(workers, fault, "SIGTERM + restart", prime=PRIME)))
 
 
+def test_redis_flaps(workers: Workers, redis_server: RedisServer) -> None:
+    async def fault(s: Scenario) -> float:
+        await _crash_and_restart(s, redis_server, signal.SIGKILL)
+        first = len(s.publisher.outcomes)
+        await await_for(lambda: s.publisher.ok_count() > first + 5 and s.live_after(first), 20,
+                        "a few publications in the new epoch")  # fmt: skip
+        return await _crash_and_restart(s, redis_server, signal.SIGKILL)
+
+    _passed(asyncio.run(run(workers, fault, "SIGKILL + restart, twice", prime=PRIME)))
+
+
 def test_redis_frozen_by_sigstop(workers: Workers, redis_server: RedisServer) -> None:
     async def fault(s: Scenario) -> float:
         redis_server.pause()
         try:
-            await _until_refused(s.publisher, 1)  # a publish timed out against a frozen Redis
+            await _until_refused(s.publisher)  # publishes timed out against a frozen Redis
         finally:
             redis_server.resume()
         return time.monotonic()
@@ -182,12 +194,29 @@ def test_network_partition_without_reset(proxied_workers: Workers, proxy: FaultP
     async def fault(s: Scenario) -> float:
         proxy.set_mode("blackhole")
         try:
-            await _until_refused(s.publisher, 1)  # a publish timed out into the partition
+            await _until_refused(s.publisher)  # publishes timed out into the partition
         finally:
             proxy.set_mode("pass")
         return time.monotonic()
 
     _passed(asyncio.run(run(proxied_workers, fault, "proxy: blackhole")))
+
+
+def test_network_partition_outlasting_the_listeners(
+    proxied_workers: Workers, proxy: FaultProxy
+) -> None:
+    def gave_up() -> bool:
+        return all(LISTENER_LOST in log.read_text() for log in proxied_workers.logs)
+
+    async def fault(s: Scenario) -> float:
+        proxy.set_mode("blackhole")
+        try:  # until both listeners found their connections dead (no PONG) and said so
+            await await_for(gave_up, 30, "both listeners to give up their connections")
+        finally:
+            proxy.set_mode("pass")
+        return time.monotonic()
+
+    _passed(asyncio.run(run(proxied_workers, fault, "proxy: blackhole past the ping timeout")))
 
 
 def test_network_resets_mid_command(proxied_workers: Workers, proxy: FaultProxy) -> None:
