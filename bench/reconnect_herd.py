@@ -114,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--window", type=float, default=2.0)
+    parser.add_argument("--only", help="run one scenario (uvicorn-close, drain, drain+hint)")
     args = parser.parse_args()
     scenarios = {
         "uvicorn-close": {},
@@ -121,6 +122,8 @@ def main() -> None:
         "drain+hint": {"HERD_DRAIN_WINDOW": str(args.window), "HERD_RETRY_HINT": "1"},
     }
     for name, env in scenarios.items():
+        if args.only not in (None, name):
+            continue
         result = asyncio.run(run(args.clients, env))
         back = result["back"]
         peak = max(Counter(int(t / BIN) for t in back).values())
