@@ -20,7 +20,7 @@ INSTALL_DEV = $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
 	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 endif
 
-.PHONY: run test test-latest lock lint typecheck pytest js system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
+.PHONY: run test test-latest lock lint typecheck pytest js js-build system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -34,7 +34,7 @@ $(VENV)/.installed-dev: pyproject.toml requirements/dev.lock | $(BIN)/python
 	$(INSTALL_DEV)
 	touch $@ $(VENV)/.installed
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed js-build
 	$(BIN)/uvicorn examples.fastapi_app.app:app --host $(HOST) --port $(PORT)
 
 test: lint typecheck js pytest
@@ -43,6 +43,10 @@ test: lint typecheck js pytest
 # its protocol types against the Python schema, bundle, unit-test. The browser tests in
 # pytest load clients/js/dist. Node and npm come from the machine; under CI=true a missing
 # one fails, elsewhere it is skipped with a note.
+# What the example pages load (/asgi-rt-client.js): the bundle alone, for `make run`.
+js-build:
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
 js:
 	@if ! command -v npm >/dev/null 2>&1; then \
 	  if [ "$$CI" = true ]; then echo "npm is not installed (Debian: nodejs npm)"; exit 1; fi; \

@@ -101,9 +101,12 @@ export class RtClient {
     return () => set.delete(listener as Listener<never>);
   }
 
-  /** Receive a room's publications (join it on every connect, resuming where it was). */
-  subscribe(room: string, handlers: RoomHandlers = {}): this {
-    this.rooms.set(room, { stream: new RoomStream(room), handlers });
+  /** Receive a room's publications (join it on every connect, resuming where it was;
+   * `from`: a position saved earlier, e.g. from an earlier client's `positions()`). */
+  subscribe(room: string, handlers: RoomHandlers = {}, from?: Position): this {
+    const stream = new RoomStream(room);
+    stream.position = from;
+    this.rooms.set(room, { stream, handlers });
     return this;
   }
 

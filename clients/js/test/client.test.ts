@@ -117,3 +117,9 @@ it("holds sends while disconnected up to outboxSize, then throws; flushes after 
   await up(FakeSocket.last());
   expect(FakeSocket.last().sent).toEqual([{ type: "auth", token: "t1" }, { n: 1 }, { n: 2 }]);
 });
+
+it("resumes a room from a position saved by an earlier client", () => {
+  const { c } = client();
+  c.subscribe("lobby", {}, { epoch: "E", seq: 41 }).connect();
+  expect(FakeSocket.last().url).toBe("ws://h/ws/lobby?since=41&epoch=E");
+});
