@@ -13,6 +13,7 @@ import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,16 +63,16 @@ def bundle() -> None:
 class AppServer:
     """``uvicorn tests._client_app:app`` in a subprocess, killable and restartable on one port."""
 
-    def __init__(self, backend: str, *args: str) -> None:
-        self.port, self.args = free_port(), args
+    def __init__(self, backend: str, log: Path, *args: str) -> None:
+        self.port, self.args, self.log = free_port(), args, log
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "ASGI_RT_TEST_BACKEND": backend}
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        proc = self.proc = spawn_uvicorn(
-            "tests._client_app:app", self.port, *self.args, env=self.env
-        )
+        with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            proc = self.proc = spawn_uvicorn("tests._client_app:app", self.port, *self.args,
+                                             env=self.env, stderr=log.fileno())  # fmt: skip
         await await_for(lambda: listening(self.port) or proc.poll() is not None, 30, "uvicorn")
         assert proc.poll() is None, f"uvicorn exited with {proc.returncode}"
 
@@ -82,12 +83,15 @@ class AppServer:
 
 
 @pytest.fixture
-def servers(redis_server: RedisServer) -> Iterator[list[AppServer]]:
-    """Two workers on one Redis: pages on the first, the test publishes through the second."""
-    made = [AppServer(redis_server.url), AppServer(redis_server.url)]
+def servers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[AppServer]]:
+    """Two workers on one Redis: pages on the first, the test publishes through the second.
+    Whatever the pages did, neither may log a server error."""
+    made = [AppServer(redis_server.url, tmp_path / f"uvicorn-{n}.log") for n in (1, 2)]
     yield made
     for server in made:
         server.kill()
+        log = server.log.read_text() if server.log.exists() else ""
+        assert "Exception in ASGI application" not in log and "Traceback" not in log, log
 
 
 @asynccontextmanager
