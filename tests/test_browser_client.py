@@ -235,3 +235,35 @@ async def say_once(page: Page, ws: websockets.ClientConnection, n: int) -> bool:
         return True
     await say(ws, n)
     return False
+
+
+async def test_the_starlette_dashboard_plots_each_series(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "ASGI_RT_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"}
+    with (tmp_path / "uvicorn.log").open("ab") as log:
+        proc = spawn_uvicorn("examples.starlette_app.app:app", port, env=env, stderr=log.fileno())
+    try:
+        await await_for(lambda: listening(port) or proc.poll() is not None, 30, "uvicorn")
+        async with (
+            chromium() as browser,
+            websockets.connect(f"ws://127.0.0.1:{port}/ws/lobby") as ws,
+        ):
+            await ws.send(json.dumps({"type": "auth", "token": "alice-token"}))
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{port}/dashboard")
+            for name in ("messages", "connections", "queued", "drops"):
+                label = page.locator(f"#chart-{name} figcaption span")
+                await page.wait_for_function(
+                    f"document.querySelector('#chart-{name} figcaption span').textContent"
+                    " !== ''", timeout=WAIT_MS)  # fmt: skip
+                assert await label.text_content() not in {"", "-"}
+            painted = await page.evaluate("""() => {
+              const c = document.querySelector('#chart-connections canvas');
+              const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+              return px.some((v, i) => i % 4 === 3 && v > 0);
+            }""")
+            assert painted
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
