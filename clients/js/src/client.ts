@@ -224,13 +224,15 @@ export class RtClient {
     this.upSince = 0;
     for (const id of [...this.pending.keys()]) this.settle(id, new RequestError("disconnected", `connection closed (${code})`));
     const expired = code === 1008 && reason === "token expired";
-    const failures = expired ? 0 : this.counter.record(uptime);
+    const failures = this.counter.record(uptime);
     this.neverOpened = opened ? 0 : this.neverOpened + 1;
     if ((code === 1008 && !expired) || failures > (this.o.maxFailures ?? Infinity)) {
       return this.finish(code, reason || (code === 1008 ? "refused by the server" : "too many failures"));
     }
     if (this.o.sseUrl && this.neverOpened >= (this.o.sseAfter ?? 3)) return this.fallBack();
-    const delayMs = expired ? 0 : backoffDelay(failures, { baseMs: this.o.baseMs, capMs: this.o.capMs });
+    // an expired token is replaced at once, but only the first time in a row: a token
+    // that is expired when issued must not make a tight loop
+    const delayMs = expired && failures === 1 ? 0 : backoffDelay(failures, { baseMs: this.o.baseMs, capMs: this.o.capMs });
     this.setState("disconnected");
     this.emit("disconnected", { code, reason, delayMs });
     this.timer = setTimeout(() => this.open(), delayMs);

@@ -123,3 +123,18 @@ it("resumes a room from a position saved by an earlier client", () => {
   c.subscribe("lobby", {}, { epoch: "E", seq: 41 }).connect();
   expect(FakeSocket.last().url).toBe("ws://h/ws/lobby?since=41&epoch=E");
 });
+
+it("backs off when tokens keep expiring at once instead of looping", async () => {
+  const { c } = client();
+  const delays: number[] = [];
+  c.on("disconnected", (e) => delays.push(e.delayMs));
+  c.connect();
+  for (let i = 0; i < 3; i++) {
+    await up(FakeSocket.last());
+    FakeSocket.last().drop(1008, "token expired");
+    await vi.advanceTimersByTimeAsync(1000);
+  }
+  expect(delays[0]).toBe(0);
+  expect(FakeSocket.all.length).toBe(4);
+  expect(delays.slice(1).every((d) => d > 0)).toBe(true);
+});
