@@ -20,7 +20,7 @@ INSTALL_DEV = $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
 	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 endif
 
-.PHONY: run test test-latest lock lint typecheck pytest js js-build system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
+.PHONY: run test test-latest lock lint typecheck pytest js js-build system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse bench-browser clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -112,6 +112,11 @@ bench-rooms: $(VENV)/.installed-dev system-deps
 
 bench-sse: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.sse
+
+# Not part of `make bench` (needs npm and Chromium): asgi-rt-client vs socket.io-client.
+bench-browser: $(VENV)/.installed-dev js-build system-deps
+	cd bench/js && npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m bench.browser_client
 
 clean:
 	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache

@@ -53,13 +53,35 @@ RUN = {
 }
 
 
+# asgi-rt-client alone: frames fed straight into its socket's onmessage (the WebSocket
+# seam), so the figure is the client's own cost per frame (parse, de-duplicate, dispatch).
+CLIENT_ONLY = """async (n) => {
+  const A = await import("/client.js");
+  let socket;
+  class Fake { constructor() { socket = this; setTimeout(() => this.onopen(), 0); }
+               send() {} close() {} }
+  const client = new A.RtClient({url: "ws://x/ws/lobby", WebSocket: Fake});
+  let count = 0;
+  client.subscribe("lobby", {message: () => { count += 1; }});
+  await new Promise((resolve) => { client.on("connected", resolve); client.connect(); });
+  socket.onmessage({data: '{"type":"joined","room":"lobby","seq":0,"epoch":"e"}'});
+  const frames = Array.from({length: n}, (_, i) =>
+    `{"room":"lobby","seq":${i + 1},"epoch":"e","data":{"type":"message","text":"hello ${i}"}}`);
+  const t0 = performance.now();
+  for (const data of frames) socket.onmessage({data});
+  const t1 = performance.now();
+  if (count !== n) throw new Error(`got ${count} of ${n}`);
+  return n / ((t1 - t0) / 1000);
+}"""
+
+
 def serve(variant: str, port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "uvicorn", "--factory", "bench.browser_client_server:app",
                "--port", str(port), "--log-level", "warning"]  # fmt: skip
     return subprocess.Popen(command, env={**os.environ, "BENCH_VARIANT": variant})
 
 
-async def rate(variant: str, port: int) -> float:
+async def rate(variant: str, port: int, script: str | None = None) -> float:
     proc = serve(variant, port)
     try:
         async with async_playwright() as playwright:
@@ -73,7 +95,7 @@ async def rate(variant: str, port: int) -> float:
                     break
                 except Exception:
                     await asyncio.sleep(0.1)
-            result = float(await page.evaluate(RUN[variant], N))
+            result = float(await page.evaluate(script or RUN[variant], N))
             await browser.close()
             return result
     finally:
@@ -99,6 +121,8 @@ async def main() -> None:
     for variant, median in medians.items():
         print(f"{variant:9} median {median:9.0f} msgs/s (N={N}, {ROUNDS} rounds)")
     print(f"asgi_rt / socketio: {medians['asgi_rt'] / medians['socketio']:.2f}x")
+    alone = [await rate("asgi_rt", 18800 + r, CLIENT_ONLY) for r in range(ROUNDS)]
+    print(f"asgi-rt-client alone (no server): median {statistics.median(alone):9.0f} msgs/s")
 
 
 if __name__ == "__main__":
