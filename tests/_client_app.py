@@ -6,7 +6,8 @@ or ``make_app(rooms)`` in process.
 position) and routes envelopes: ``say`` publishes its data to the room, ``echo`` answers
 with its data, ``ask`` sends the client a ``question`` request and then the client's
 answer as an ``answer`` frame; other types get an error frame. ``/events/{room}`` is the
-room as SSE. ``/`` is a blank page that loads the built bundle as ``window.AsgiRt``.
+room as SSE (from ``?since=&epoch=``, else ``Last-Event-ID``). ``/`` is a blank page
+that loads the built bundle as ``window.AsgiRt``.
 
 Environment for ``app``: ``ASGI_RT_TEST_BACKEND`` (the backplane), ``ASGI_RT_TEST_PING``
 (seconds between app-level pings).
@@ -85,7 +86,9 @@ def make_app(rooms: RoomManager) -> ASGIApp:
                 tg.cancel_scope.cancel()
 
     async def events(request: Request) -> EventStreamResponse:
-        return EventStreamResponse(rooms, room=request.path_params["room"], heartbeat=5)
+        since, epoch = request.query_params.get("since"), request.query_params.get("epoch")
+        return EventStreamResponse(rooms, room=request.path_params["room"], heartbeat=5,
+                                   since=int(since) if since else None, epoch=epoch)  # fmt: skip
 
     async def page(request: Request) -> HTMLResponse:
         return HTMLResponse(PAGE)

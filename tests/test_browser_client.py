@@ -35,7 +35,8 @@ SETUP = """async ([token, extra]) => {
   const client = window.client = new A.RtClient({
     url: A.roomUrl(`ws://${location.host}/ws`), baseMs: 200, capMs: 2000,
     getToken: () => (log.tokens += 1, token.endsWith("-") ? token + log.tokens : token),
-    sseUrl: extra.sse ? (room) => `/events/${room}` : undefined, sseAfter: 2,
+    sseAfter: 2, sseUrl: extra.sse ? (room, at) => `/events/${room}`
+      + (at ? `?since=${at.seq}&epoch=${at.epoch}` : "") : undefined,
   });
   client.subscribe("lobby", {
     message: (d) => log.got.push(d), discontinuity: (d) => log.disc.push(d),

@@ -138,3 +138,24 @@ it("backs off when tokens keep expiring at once instead of looping", async () =>
   expect(FakeSocket.all.length).toBe(4);
   expect(delays.slice(1).every((d) => d > 0)).toBe(true);
 });
+
+it("falls back to SSE from the room's position after sockets that never opened", async () => {
+  const urls: string[] = [];
+  class FakeSource {
+    onmessage: ((e: { data: string }) => void) | null = null;
+    constructor(url: string) { urls.push(url); }
+    addEventListener() {}
+    close() {}
+  }
+  const { c } = client({
+    sseUrl: (room: string, at?: { seq: number; epoch: string }) => `/events/${room}?since=${at?.seq}&epoch=${at?.epoch}`,
+    sseAfter: 2, EventSource: FakeSource as unknown as typeof EventSource,
+  });
+  c.subscribe("lobby", {}, { epoch: "E", seq: 3 }).connect();
+  FakeSocket.last().drop(1006);
+  await vi.advanceTimersByTimeAsync(1000);
+  FakeSocket.last().drop(1006);
+  expect(c.transport).toBe("sse");
+  expect(c.state).toBe("connected");
+  expect(urls).toEqual(["/events/lobby?since=3&epoch=E"]);
+});
