@@ -27,6 +27,7 @@ PUBLIC_MODULES = [
     "asgi_rt.testing",
     "asgi_rt.types",
     "asgi_rt.wire",
+    "asgi_rt.rooms_protocol",
 ]
 
 

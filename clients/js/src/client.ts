@@ -20,6 +20,9 @@ export interface RoomHandlers {
 export interface ClientOptions {
   /** The socket URL for the rooms' positions (see `roomUrl`), or a fixed URL. */
   url: string | ((positions: Positions) => string);
+  /** Many rooms over one socket: join each with a `join` request after auth (the server
+   * registers `asgi_rt.rooms_protocol.room_handlers`) instead of by URL. */
+  multiplex?: boolean;
   /** Called on every connect; its token is the first frame. Omit for no auth. */
   getToken?: () => string | Promise<string>;
   /** SSE fallback: the event-stream URL of a room; receive-only rooms use it when
@@ -49,6 +52,8 @@ export interface ClientEvents {
   closed: { code: number; reason: string };
   message: Envelope;
   discontinuity: Discontinuity;
+  /** A multiplexed join the server refused (the room stays subscribed; retried on reconnect). */
+  refused: { room: string; reason: string };
 }
 
 export class RequestError extends Error {
@@ -107,7 +112,28 @@ export class RtClient {
     const stream = new RoomStream(room);
     stream.position = from;
     this.rooms.set(room, { stream, handlers });
+    if (this.o.multiplex && this.state === "connected") this.join(room);
     return this;
+  }
+
+  /** Stop receiving a room (multiplexed: leave it on the server too). */
+  unsubscribe(room: string): this {
+    if (this.rooms.delete(room) && this.o.multiplex && this.state === "connected") {
+      this.request("leave", { room }).catch(() => undefined);
+    }
+    return this;
+  }
+
+  private join(room: string): void {
+    const at = this.rooms.get(room)?.stream.position;
+    const data = at ? { room, since: at.seq, epoch: at.epoch } : { room };
+    this.request("join", data).then(
+      (ack) => {
+        const answer = ack as { joined?: boolean; reason?: string } | null;
+        if (answer && answer.joined === false) this.emit("refused", { room, reason: answer.reason ?? "refused" });
+      },
+      (error: Error) => this.state === "connected" && this.emit("refused", { room, reason: error.message }),
+    );
   }
 
   /** Answer server requests of `type` (the result is sent back as the ack's data). */
@@ -214,6 +240,7 @@ export class RtClient {
     this.upSince = Date.now();
     this.neverOpened = 0;
     this.setState("connected");
+    if (this.o.multiplex) for (const room of this.rooms.keys()) this.join(room);
     for (const frame of this.outbox.drain()) ws.send(frame);
     this.emit("connected", { transport: "websocket" });
   }

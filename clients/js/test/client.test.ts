@@ -159,3 +159,20 @@ it("falls back to SSE from the room's position after sockets that never opened",
   expect(c.state).toBe("connected");
   expect(urls).toEqual(["/events/lobby?since=3&epoch=E"]);
 });
+
+it("multiplexed, joins every room after auth from its position, and on subscribe", async () => {
+  const { c } = client({ url: "ws://h/ws", multiplex: true });
+  const refused: unknown[] = [];
+  c.on("refused", (e) => refused.push(e));
+  c.subscribe("a", {}, { epoch: "E", seq: 2 }).connect();
+  const ws = FakeSocket.last();
+  await up(ws);
+  expect(ws.sent.slice(1)).toEqual([{ type: "join", data: { room: "a", since: 2, epoch: "E" }, id: "1" }]);
+  c.subscribe("b");
+  expect(ws.sent.at(-1)).toEqual({ type: "join", data: { room: "b" }, id: "2" });
+  ws.feed({ type: "ack", id: "2", data: { room: "b", joined: false, reason: "not allowed" } });
+  await vi.advanceTimersByTimeAsync(0);
+  expect(refused).toEqual([{ room: "b", reason: "not allowed" }]);
+  c.unsubscribe("a");
+  expect(ws.sent.at(-1)).toEqual({ type: "leave", data: { room: "a" }, id: "3" });
+});
