@@ -5,9 +5,10 @@ or ``make_app(rooms)`` in process.
 ``SHORT_TOKEN_S``), joins the room (resuming after ``?since=&epoch=``, announcing its
 position) and routes envelopes: ``say`` publishes its data to the room, ``echo`` answers
 with its data, ``ask`` sends the client a ``question`` request and then the client's
-answer as an ``answer`` frame; other types get an error frame. ``/events/{room}`` is the
-room as SSE (from ``?since=&epoch=``, else ``Last-Event-ID``). ``/`` is a blank page
-that loads the built bundle as ``window.AsgiRt``.
+answer as an ``answer`` frame; other types get an error frame. ``/mux`` joins rooms by
+``join`` requests instead (``asgi_rt.rooms_protocol``). ``/events/{room}`` is the room as
+SSE (from ``?since=&epoch=``, else ``Last-Event-ID``). ``/`` is a blank page that loads
+the built bundle as ``window.AsgiRt``.
 
 Environment for ``app``: ``ASGI_RT_TEST_BACKEND`` (the backplane), ``ASGI_RT_TEST_PING``
 (seconds between app-level pings).
@@ -36,6 +37,7 @@ from asgi_rt.connections.heartbeat import Heartbeat
 from asgi_rt.exceptions import RequestFailed
 from asgi_rt.messages import Router
 from asgi_rt.middleware import Authenticated
+from asgi_rt.rooms_protocol import room_handlers
 from asgi_rt.sse import EventStreamResponse
 
 BUNDLE = Path(__file__).resolve().parents[1] / "clients" / "js" / "dist" / "index.js"
@@ -85,6 +87,13 @@ def make_app(rooms: RoomManager) -> ASGIApp:
                 await router.serve(conn)
                 tg.cancel_scope.cancel()
 
+    mux_router = Router()
+    room_handlers(mux_router, rooms)
+
+    async def mux_socket(websocket: WebSocket) -> None:
+        async with rooms.connect(websocket, user=websocket.scope["user"]) as conn:
+            await mux_router.serve(conn)
+
     async def events(request: Request) -> EventStreamResponse:
         since, epoch = request.query_params.get("since"), request.query_params.get("epoch")
         return EventStreamResponse(rooms, room=request.path_params["room"], heartbeat=5,
@@ -102,7 +111,8 @@ def make_app(rooms: RoomManager) -> ASGIApp:
             yield
 
     routes = [Route("/", page), Route("/client.js", bundle), Route("/events/{room}", events),
-              WebSocketRoute("/ws/{room}", room_socket)]  # fmt: skip
+              WebSocketRoute("/ws/{room}", room_socket),
+              WebSocketRoute("/mux", mux_socket)]  # fmt: skip
     inner = Starlette(routes=routes, lifespan=lifespan)
     return FirstMessageAuthMiddleware(inner, authenticate=authenticate)
 

@@ -96,8 +96,10 @@ def servers(redis_server: RedisServer, tmp_path: Path) -> Iterator[list[AppServe
 
 
 @asynccontextmanager
-async def publisher(server: AppServer) -> AsyncIterator[websockets.ClientConnection]:
-    async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/lobby") as ws:
+async def publisher(
+    server: AppServer, room: str = "lobby"
+) -> AsyncIterator[websockets.ClientConnection]:
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/ws/{room}") as ws:
         await ws.send(json.dumps({"type": "auth", "token": "bob-token"}))
         assert json.loads(await ws.recv()) == {"type": "auth_ok"}
         yield ws
@@ -268,3 +270,40 @@ async def test_the_starlette_dashboard_plots_each_series(tmp_path: Path) -> None
         proc.terminate()
         proc.wait(30)
     assert "Traceback" not in (tmp_path / "uvicorn.log").read_text()
+
+
+MUX = """() => {
+  const A = window.AsgiRt, got = window.got = {lobby: [], news: []};
+  const client = window.client = new A.RtClient({url: `ws://${location.host}/mux`,
+    multiplex: true, getToken: () => "alice-token", baseMs: 200, capMs: 2000});
+  for (const room of ["lobby", "news"]) {
+    client.subscribe(room, {message: (d) => got[room].push(d), presence: () => {}});
+  }
+  client.connect();
+}"""
+
+
+async def test_one_socket_carries_two_rooms_and_resumes_both(servers: list[AppServer]) -> None:
+    front, back = servers
+    await front.start()
+    await back.start()
+    async with (chromium() as browser, publisher(back) as lobby,
+                publisher(back, "news") as news):  # fmt: skip
+        page = await (await browser.new_context()).new_page()
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
+        await page.goto(front.url)
+        await page.wait_for_function("window.AsgiRt !== undefined")
+        await page.evaluate(MUX)
+        await page.wait_for_function("client.state === 'connected'", timeout=WAIT_MS)
+        for room in ("lobby", "news"):  # joined: the page is a member, publications reach it
+            await page.wait_for_function(f"client.positions().get('{room}') !== undefined")
+        assert await say(news, "first")
+        assert await say(lobby, 1)
+        front.kill()
+        assert await say(lobby, 2) and await say(news, "second")
+        await front.start()
+        await page.wait_for_function("got.lobby.length >= 2 && got.news.length >= 2",
+                                     timeout=WAIT_MS)  # fmt: skip
+        assert await page.evaluate("got") == {"lobby": [1, 2], "news": ["first", "second"]}
+        assert all(url.endswith("/mux") for url in sockets)  # no room in any URL
