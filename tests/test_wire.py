@@ -114,3 +114,22 @@ async def test_sse_ids_and_data_match_the_schema(serve: Callable[..., RunningSer
                 break
     check("SseEventId", event.id)
     check("RoomFrame", json.loads(event.data))
+
+
+async def test_room_requests_and_replies_match_the_schema(
+    serve: Callable[..., RunningServer],
+) -> None:
+    server = serve(make_app(RoomManager()), lifespan="on")
+    sent = [{"room": "a"}, {"room": "b", "since": 0, "epoch": "x"}, {"room": "a"}]
+    async with websockets.connect(f"{server.url}/mux") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": "alice-token"}))
+        await frames_until(ws, "auth_ok")
+        acks = []
+        for n, (kind, data) in enumerate(zip(["join", "join", "leave"], sent, strict=True)):
+            await ws.send(json.dumps({"type": kind, "data": data, "id": n}))
+            acks.append((await frames_until(ws, "ack"))[-1])
+    for data in sent:
+        check("RoomRequest", data)
+    for ack in acks:
+        check("Ack", ack)
+        check("RoomReply", ack["data"])

@@ -1,7 +1,7 @@
 /** RtClient: one WebSocket to an asgi_rt server that authenticates, reconnects and resumes. */
 import { backoffDelay, FailureCounter } from "./backoff.js";
 import { Outbox } from "./outbox.js";
-import type { Ack, Envelope, ErrorData, Joined, RecoveryFailed, RoomFrame } from "./protocol.js";
+import type { Ack, Envelope, ErrorData, Joined, RecoveryFailed, RoomFrame, RoomReply, RoomRequest } from "./protocol.js";
 import { type Discontinuity, parseEventId, type Position, RoomStream } from "./rooms.js";
 
 export type State = "idle" | "connecting" | "connected" | "disconnected" | "closed";
@@ -126,10 +126,10 @@ export class RtClient {
 
   private join(room: string): void {
     const at = this.rooms.get(room)?.stream.position;
-    const data = at ? { room, since: at.seq, epoch: at.epoch } : { room };
+    const data: RoomRequest = at ? { room, since: at.seq, epoch: at.epoch } : { room };
     this.request("join", data).then(
       (ack) => {
-        const answer = ack as { joined?: boolean; reason?: string } | null;
+        const answer = ack as RoomReply | null;
         if (answer && answer.joined === false) this.emit("refused", { room, reason: answer.reason ?? "refused" });
       },
       (error: Error) => this.state === "connected" && this.emit("refused", { room, reason: error.message }),

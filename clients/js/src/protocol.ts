@@ -98,6 +98,20 @@ export interface Error {
   id?: RequestId | null;
 }
 
+/** Client: the data of a join or leave request on a socket served with asgi_rt.rooms_protocol (since and epoch: resume after that position). */
+export interface RoomRequest {
+  room: string;
+  since?: Seq;
+  epoch?: Epoch;
+}
+
+/** Server: the data of the ack to a join or leave request; joined false with a reason when a join was refused. */
+export interface RoomReply {
+  room: string;
+  joined: boolean;
+  reason?: string;
+}
+
 /** SSE: the data of the last event (event: close) of a stream the server ended. */
 export interface SseClose {
   code: number;
