@@ -20,10 +20,9 @@ import pytest
 import websockets
 from playwright.async_api import Browser, Page
 
-from ._client_app import BUNDLE
 from ._poll import await_for, await_true
 from ._redis import RedisServer
-from ._system import free_port, listening, spawn_uvicorn
+from ._system import free_port, listening, require_client_bundle, spawn_uvicorn
 from .test_browser import chromium
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
@@ -55,10 +54,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture(autouse=True)
 def bundle() -> None:
-    if not BUNDLE.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{BUNDLE} is missing: `make js` builds it")
-        pytest.skip(f"{BUNDLE} is missing: run `make js`")
+    require_client_bundle()
 
 
 class AppServer:
