@@ -20,9 +20,10 @@ from ._system import free_port, require_binary
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *args: str) -> None:
         self.binary = require_binary("redis-server", "redis-server")
         self.workdir = workdir
+        self.args = args  # more options (a cluster node's)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -33,7 +34,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for(self._pong, what="redis-server to answer PING")
