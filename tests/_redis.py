@@ -56,6 +56,13 @@ class RedisServer:
         self.proc = None
         self.start()
 
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop with ``sig`` (a crash by default) and wait for the process to end."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+        self.proc = None
+
     def pause(self) -> None:
         """SIGSTOP: the process freezes with its sockets open (a GC pause, a stalled VM)."""
         assert self.proc is not None

@@ -362,8 +362,8 @@ class RedisClusterBackend:
         assert self._send is not None
         pubsub = self.topology.listener_client(addr).pubsub()
         try:
-            mine = self._mine(addr)
-            await pubsub.ssubscribe(*[self._key(c, "pub") for c in mine])
+            for channel in self._mine(addr):  # one by one: SSUBSCRIBE takes one slot a call
+                await pubsub.ssubscribe(self._key(channel, "pub"))
             self._pubsubs[addr] = pubsub
             await self._attach(list(self._mine(addr)))  # joined meanwhile; announces Resync
             await read_publications(pubsub, self._send, self._room_of,
