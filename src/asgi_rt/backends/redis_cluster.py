@@ -195,10 +195,14 @@ class RedisClusterBackend:
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
-        if channel not in self._live:
-            self._set_up(False)
-        await self._attach([channel])
-        self._wake.set()
+        if channel in self._live:
+            return
+        self._set_up(False)
+        addr = self.topology.owner(self._key(channel, "seq"))
+        if addr is None or addr not in self._pubsubs:
+            self._wake.set()  # no listener for its node yet: the supervisor starts one
+        else:
+            await self._attach([channel])  # or the node's listener, once connected
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
