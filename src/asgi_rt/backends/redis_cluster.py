@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,14 +28,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import anyio
-from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError, ResponseError
 
 from .._background import Background
+from ._cluster_listener import Naming, ShardedListener
 from ._cluster_topology import Topology, parse_seeds
-from ._redis_common import POSITION, publish_once, publish_script, read_publications, text
+from ._redis_common import POSITION, publish_once, publish_script, text
 from .base import BackendUnavailable, Publication, PublishNotApplied, Resync, check_history
 
 __all__ = ["RedisClusterBackend"]
@@ -106,19 +103,16 @@ class RedisClusterBackend:
         self.room_ttl = room_ttl
         self.idempotency_ttl = idempotency_ttl
         self.topology_interval = topology_interval
-        self.listener_up = False
-        self.reconnects = 0
-        self._buffer = buffer
-        self._channels: set[str] = set()
-        self._live: dict[str, str] = {}  # channel -> the node whose connection carries it
-        self._lost: set[str] = set()  # channels whose live subscription broke: Resync due
-        self._pubsubs: dict[str, PubSub | None] = {}  # node -> its listener's connection
-        self._wake = anyio.Event()
+        self._naming = Naming(prefix)
+        self._send, self._receive = anyio.create_memory_object_stream[Publication | Resync](buffer)
+        self._listener = ShardedListener(
+            self.topology, self._naming, self._send, max_backoff=max_backoff,
+            ping_interval=ping_interval, ping_timeout=ping_timeout, interval=topology_interval,
+            on_state=on_listener_state,
+        )  # fmt: skip
         self._script: Any = None
         self._position_script: Any = None
         self._background = Background()
-        self._send: MemoryObjectSendStream[Publication | Resync] | None = None
-        self._receive: MemoryObjectReceiveStream[Publication | Resync] | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisClusterBackend:
@@ -139,11 +133,7 @@ class RedisClusterBackend:
         any_client = self.topology.client(self.topology.seeds[0])
         self._script = any_client.register_script(_PUBLISH)  # its sha; run on each node
         self._position_script = any_client.register_script(POSITION)
-        self._send, self._receive = anyio.create_memory_object_stream[Publication | Resync](
-            self._buffer
-        )
-        await self._background.start(self._supervise)
-        self._set_up(True)
+        await self._background.start(self._listener.run)
         return self
 
     async def __aexit__(
@@ -151,10 +141,8 @@ class RedisClusterBackend:
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
         await self._background.stop()
-        if self._send is not None:
-            self._send.close()
-        if self._receive is not None:
-            self._receive.close()
+        self._send.close()
+        self._receive.close()
         await self.topology.aclose()
 
     async def publish(
@@ -190,34 +178,27 @@ class RedisClusterBackend:
                                       self.publish_timeout)  # fmt: skip
         except PublishNotApplied as exc:
             if not _moved(exc.__cause__):
-                self._wake.set()  # the node may have failed over: reload the slot table
+                self._listener.wake()  # the node may have failed over: reload the slot table
             raise
 
     async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
-        if channel in self._live:
-            return
-        self._set_up(False)
-        addr = self.topology.owner(self._key(channel, "seq"))
-        if addr is None or addr not in self._pubsubs:
-            self._wake.set()  # no listener for its node yet: the supervisor starts one
-        else:
-            await self._attach([channel])  # or the node's listener, once connected
+        await self._listener.subscribe(channel)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
-        self._lost.discard(channel)
-        addr = self._live.pop(channel, None)
-        pubsub = self._pubsubs.get(addr) if addr is not None else None
-        if pubsub is not None:
-            try:
-                await pubsub.sunsubscribe(self._key(channel, "pub"))
-            except (RedisError, OSError) as exc:
-                logger.debug("sunsubscribe %r failed (connection lost): %r", channel, exc)
-        self._check_up()
+        await self._listener.unsubscribe(channel)
+
+    @property
+    def listener_up(self) -> bool:
+        """Every subscribed room is live on its node's connection."""
+        return self._listener.up
+
+    @property
+    def reconnects(self) -> int:
+        """How many times a node's subscription connection was lost."""
+        return self._listener.reconnects
 
     def publications(self) -> AsyncIterator[Publication | Resync]:
-        if self._receive is None:
+        if self._script is None:
             raise RuntimeError("RedisClusterBackend is not started: use it as 'async with'")
         return self._receive
 
@@ -295,7 +276,7 @@ class RedisClusterBackend:
                     return await call(self.topology.client(addr))
             except (RedisError, OSError, TimeoutError, BackendUnavailable) as exc:
                 if attempt == 2 or not (_moved(exc) or addr is None):
-                    self._wake.set()
+                    self._listener.wake()
                     if isinstance(exc, BackendUnavailable):
                         raise
                     raise BackendUnavailable(f"{what} failed: {exc!r}") from exc
@@ -303,122 +284,12 @@ class RedisClusterBackend:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _key(self, channel: str, kind: str) -> str:
-        return f"{self.prefix}{{{channel}}}:{kind}"
-
-    def _room_of(self, name: str) -> str:
-        return name[len(self.prefix) + 1 : -len("}:pub")]
+        return self._naming.key(channel, kind)
 
     async def _reroute(self) -> None:
         with contextlib.suppress(BackendUnavailable):
             await self.topology.refresh()
-        self._wake.set()
-
-    # The listeners: one supervisor, one task per node that owns a subscribed room.
-
-    async def _supervise(self) -> None:
-        async with anyio.create_task_group() as tg:
-            while True:
-                self._reconcile(tg)
-                with anyio.move_on_after(self.topology_interval) as idle:
-                    await self._wake.wait()
-                self._wake = anyio.Event()
-                if idle.cancelled_caught:
-                    with contextlib.suppress(BackendUnavailable):
-                        await self.topology.refresh()
-
-    def _reconcile(self, tg: TaskGroup) -> None:
-        """Start a listener for every node that owns a subscribed room and has none; rooms
-        whose slot moved to another node are resubscribed there."""
-        for channel in list(self._channels):
-            addr = self.topology.owner(self._key(channel, "seq"))
-            if addr is None:
-                continue
-            old = self._live.get(channel)
-            if old is not None and old != addr:  # resharded or failed over
-                del self._live[channel]
-                self._lost.add(channel)
-                self._check_up()
-            if addr not in self._pubsubs:
-                self._pubsubs[addr] = None
-                tg.start_soon(self._node_listener, addr)
-            elif self._pubsubs[addr] is not None and channel not in self._live:
-                tg.start_soon(self._attach, [channel])
-
-    async def _node_listener(self, addr: str) -> None:
-        backoff = 0.1
-        try:
-            while self._mine(addr):
-                try:
-                    await self._listen_node(addr)
-                except (RedisError, OSError, TimeoutError) as exc:
-                    self.reconnects += 1
-                    delay = random.uniform(0, backoff)  # full jitter
-                    logger.warning("backplane listener lost Redis node %s (%r); reconnecting "
-                                   "in %.2f s", addr, exc, delay)  # fmt: skip
-                    await anyio.sleep(delay)
-                    backoff = min(self.max_backoff, backoff * 2)
-                    await self._reroute()  # its rooms may live elsewhere now
-        finally:
-            self._pubsubs.pop(addr, None)
-            self._wake.set()
-
-    async def _listen_node(self, addr: str) -> None:
-        assert self._send is not None
-        pubsub = self.topology.listener_client(addr).pubsub()
-        try:
-            for channel in self._mine(addr):  # one by one: SSUBSCRIBE takes one slot a call
-                await pubsub.ssubscribe(self._key(channel, "pub"))
-            self._pubsubs[addr] = pubsub
-            await self._attach(list(self._mine(addr)))  # joined meanwhile; announces Resync
-            await read_publications(pubsub, self._send, self._room_of,
-                                    ping_interval=self.ping_interval,
-                                    ping_timeout=self.ping_timeout)  # fmt: skip
-        finally:
-            self._pubsubs[addr] = None
-            for channel in [c for c, a in self._live.items() if a == addr]:
-                del self._live[channel]
-                self._lost.add(channel)
-            self._check_up()
-            with anyio.CancelScope(shield=True):
-                await pubsub.aclose()
-
-    async def _attach(self, channels: list[str]) -> None:
-        """Subscribe ``channels`` on their owner's live connection, if it has one; a Resync
-        for those whose earlier subscription broke."""
-        resync = []
-        for channel in channels:
-            addr = self.topology.owner(self._key(channel, "seq"))
-            pubsub = self._pubsubs.get(addr) if addr is not None else None
-            if pubsub is None or channel not in self._channels:
-                continue
-            try:
-                await pubsub.ssubscribe(self._key(channel, "pub"))
-            except (RedisError, OSError) as exc:  # the node listener resubscribes it
-                logger.debug("ssubscribe %r deferred to the reconnect: %r", channel, exc)
-                continue
-            self._live[channel] = addr  # type: ignore[assignment]  # addr is set with pubsub
-            if channel in self._lost:
-                self._lost.discard(channel)
-                resync.append(channel)
-        self._check_up()
-        if resync and self._send is not None:
-            await self._send.send(Resync(tuple(resync)))  # what was missed?
-
-    def _mine(self, addr: str) -> set[str]:
-        return {c for c in self._channels if self.topology.owner(self._key(c, "seq")) == addr}
-
-    def _check_up(self) -> None:
-        self._set_up(all(c in self._live for c in self._channels))
-
-    def _set_up(self, up: bool) -> None:
-        if self.listener_up == up:
-            return
-        self.listener_up = up
-        if self.on_listener_state is not None:
-            try:
-                self.on_listener_state(up)
-            except Exception:
-                logger.exception("on_listener_state hook raised; ignoring it")
+        self._listener.wake()
 
 
 def _moved(exc: BaseException | None) -> bool:
