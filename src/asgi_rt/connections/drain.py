@@ -136,7 +136,7 @@ async def _drain_then_hand_over(
     logger.info("draining %d connections over %.1f s before shutdown", len(manager), window)
     try:
         await manager.close_all(code, reason, window=window, timeout=timeout)
-        await _close_latecomers(manager, code, reason, timeout, len(manager))  # silently
+        await _close_latecomers(manager, code, reason, timeout)
     finally:
         relay.hand_over(relay.first or signal.SIGTERM, None)
     # Until the lifespan ends. uvicorn closes the connections it knows of once, then waits
@@ -144,23 +144,19 @@ async def _drain_then_hand_over(
     # loop turn as that sweep, which a herd coming back at the end of the drain makes
     # likely, escapes it and would keep the server up forever. No event says a connection
     # arrived, hence the poll.
-    known = len(manager)
     while True:
         await anyio.sleep(LATECOMER_POLL)
-        known = await _close_latecomers(manager, code, reason, timeout, known)
+        await _close_latecomers(manager, code, reason, timeout)
 
 
 async def _close_latecomers(
-    manager: ConnectionManager, code: int, reason: str, timeout: float, known: int
-) -> int:
-    """Close what is still registered (no-op for what is closed already) and return how many
-    stay registered; logged when there are more than ``known``, the count left last time, so
-    that a handler slow to return is not logged on every poll."""
-    if len(manager) > known:
-        logger.info("closing %d connections opened after the drain", len(manager) - known)
-    if len(manager):
+    manager: ConnectionManager, code: int, reason: str, timeout: float
+) -> None:
+    """Close the connections not asked to close yet: those opened since the drain began."""
+    late = sum(1 for conn in manager if conn.state == "open")
+    if late:
+        logger.info("closing %d connections opened during the drain", late)
         await manager.close_all(code, reason, timeout=timeout)
-    return len(manager)
 
 
 def _hand_over(sig: int, frame: FrameType | None, old: Any) -> None:
