@@ -8,12 +8,14 @@ from .heartbeat import Heartbeat
 from .manager import ConnectionManager
 from .ratelimit import RateLimit
 from .rooms import RoomManager
+from .state import ConnectionState
 from .stats import ManagerStats
 
 __all__ = [
     "AuthorizeAction",
     "Connection",
     "ConnectionManager",
+    "ConnectionState",
     "Heartbeat",
     "ManagerStats",
     "Overflow",

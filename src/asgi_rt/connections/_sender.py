@@ -26,6 +26,7 @@ from starlette.types import Message
 from . import _inline
 from ._limits import Limits
 from .backpressure import Outbox, Pushed
+from .state import ConnectionState
 from .stats import ManagerStats
 
 __all__ = ["Sender"]
@@ -34,7 +35,7 @@ logger = logging.getLogger("asgi_rt.connections")
 
 SendCoroutine = Callable[[Message], Coroutine[Any, Any, None]]
 
-OPEN, CLOSING, CLOSED = 0, 1, 2
+OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 
 class _CloseRequest:
@@ -82,7 +83,7 @@ class Sender:
         self._closed_event: anyio.Event | None = None  # made only if someone waits
         self._flushed_event: anyio.Event | None = None  # likewise
         self.peer_gone = False
-        self.state = OPEN
+        self.state: ConnectionState = OPEN  # the connection's one state; only moves forward
 
     @property
     def close_code(self) -> int | None:
@@ -95,6 +96,16 @@ class Sender:
     @property
     def queued(self) -> int:
         return len(self._outbox)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a send is in flight or messages wait behind one."""
+        return self._busy
+
+    def peer_closed(self, code: int) -> None:
+        """The peer went away with ``code``: no close frame is owed to it."""
+        self.peer_gone = True
+        self.request_close(code, "", drain=False)
 
     def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
         """Send or queue ``message`` without awaiting the socket.

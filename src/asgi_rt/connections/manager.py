@@ -183,19 +183,19 @@ class ConnectionManager:
         try:
             failure = None
             async with anyio.create_task_group() as tg:
-                conn._sender.attach(tg)  # the writer starts here only when it is needed
+                conn.attach(tg)  # the writer starts here only when it is needed
                 try:
                     yield conn
                 except anyio.get_cancelled_exc_class():
-                    conn._sender.request_close(1001, "going away", drain=False)
+                    conn.request_close(1001, "going away", drain=False)
                     raise
                 except WebSocketDisconnect as exc:
-                    conn._peer_closed(exc.code)
+                    conn.peer_closed(exc.code)
                 except Exception as exc:  # re-raised below, outside the task group
-                    conn._sender.request_close(1011, "internal error", drain=False)
+                    conn.request_close(1011, "internal error", drain=False)
                     failure = exc
                 else:
-                    conn._sender.request_close(1000, "", drain=True)
+                    conn.request_close(1000, "", drain=True)
             if failure is not None:
                 raise failure
         finally:
@@ -241,7 +241,7 @@ class ConnectionManager:
         for conn in targets:
             if exclude is not None and conn in exclude:
                 continue
-            delivered += conn._sender.deliver(message, size, key)
+            delivered += conn.deliver(message, size, key)
         if self._inline_send is False:
             # Without inline sends every message waits for a writer task: yield once so the
             # writers run before the caller's next burst instead of letting queues fill.
@@ -273,12 +273,12 @@ class ConnectionManager:
             offset = window * index / batches
             for conn in conns[index::batches]:
                 said = drain_reason(reason, window, offset) if window and retry_hint else reason
-                conn._sender.request_close(code, said, drain=True)
+                conn.request_close(code, said, drain=True)
         with anyio.move_on_after(timeout):
             for conn in conns:
                 await conn.wait_closed()
         for conn in conns:
-            conn._sender.request_close(code, reason, drain=False)
+            conn.request_close(code, reason, drain=False)
         with anyio.move_on_after(self._limits.close_timeout * 2):
             for conn in conns:
                 await conn.wait_closed()
@@ -302,7 +302,8 @@ class ConnectionManager:
         """What runs while the manager is entered; subclasses add theirs."""
         tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         if self._heartbeat is not None or self._idle_timeout is not None:
-            tasks.append(partial(sweep_forever, self, self._heartbeat, self._idle_timeout))
+            sweep = partial(sweep_forever, self, self._heartbeat, self._idle_timeout, self._stats)
+            tasks.append(sweep)
         if self._metrics is not None and self._metrics.multiprocess:
             tasks.append(partial(self._metrics.export_forever, self))
         return tasks
@@ -358,12 +359,9 @@ class ConnectionManager:
 
     async def _release(self, conn: Connection) -> None:
         """Unregister and, if the writer never got to, send the close frame (shielded)."""
-        sender = conn._sender
         with anyio.CancelScope(shield=True):
             await self._on_release(conn)
-            if conn.websocket.application_state is WebSocketState.CONNECTED:
-                await sender.send_close()  # no-op if the writer sent it or the peer is gone
-            sender.finish()
+            await conn.finish()
         if self._connections.get(conn.id) is conn:
             del self._connections[conn.id]
             self._stats.closed += 1
