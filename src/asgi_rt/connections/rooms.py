@@ -20,6 +20,7 @@ import anyio
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, Resync, make_backend
 from ..backends.base import PositionStore, PresenceStore
+from ..backends.wire import pack_room, unpack_room
 from ._authorize import Action, Authorize, Authorizer
 from ._membership import Membership, Verdict
 from ._presence import Presence, PresenceInfo, default_info
@@ -263,12 +264,10 @@ class RoomManager(ConnectionManager):
         """
         self._require_started("publish")
         excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
-        header = f"{time.time():.6f} {','.join(c.id for c in excluded)}".encode()
         body = self._limits.dumps(data).encode()
+        packed = pack_room(body, published_at=time.time(), excluded=[c.id for c in excluded])
         started = time.perf_counter()
-        publication = await self.backend.publish(
-            room, header + b"\n" + body, idempotency_key=idempotency_key
-        )
+        publication = await self.backend.publish(room, packed, idempotency_key=idempotency_key)
         if self._publish_seconds is not None:
             self._publish_seconds.observe(time.perf_counter() - started)
         return publication
@@ -374,12 +373,11 @@ class RoomManager(ConnectionManager):
         members = self._rooms.get(publication.channel)
         if not members:
             return []
-        header, _, body = publication.data.partition(b"\n")
-        published_at, _, ids = header.decode().partition(" ")
-        excluded = set(ids.split(",")) if ids else ()
+        room_message = unpack_room(publication)
+        excluded = room_message.excluded
         if self._lag_seconds is not None and only is None:
-            self._lag_seconds.observe(max(0.0, time.time() - float(published_at or 0)))
-        message, size = room_frame(publication, body)
+            self._lag_seconds.observe(max(0.0, time.time() - room_message.published_at))
+        message, size = room_frame(room_message)
         seq, epoch, stale = publication.seq, publication.epoch, []
         for conn, membership in only or tuple(members.items()):
             if excluded and conn.id in excluded:
@@ -404,7 +402,7 @@ class RoomManager(ConnectionManager):
             kept = None
         start = seq if kept is None else 0
         notice = room_notice(room, "recovery_failed", {"reason": reason}, start, epoch)
-        frames = [room_frame(p, p.data.partition(b"\n")[2]) for p in kept or ()]
+        frames = [room_frame(unpack_room(p)) for p in kept or ()]
         for conn, membership in members:
             membership.restart(epoch, start)
             conn.deliver(*notice)
@@ -425,9 +423,8 @@ class RoomManager(ConnectionManager):
             return False
         membership.restart(epoch or membership.epoch, max(membership.last_seq, since))
         for publication in missed:
-            _, _, body = publication.data.partition(b"\n")
             if membership.accepts_replayed(publication.seq, publication.epoch):
-                conn.deliver(*room_frame(publication, body))
+                conn.deliver(*room_frame(unpack_room(publication)))
         return True
 
     async def _refuse_resume(
