@@ -24,6 +24,7 @@ PUBLIC_MODULES = [
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
     "asgi_rt.backends.wire",
+    "asgi_rt.rooms",
     "asgi_rt.sse",
     "asgi_rt.testing",
     "asgi_rt.types",

@@ -25,7 +25,7 @@ from .backends.base import Backend, ListenerHealth
 
 if TYPE_CHECKING:
     from .connections.manager import ConnectionManager
-    from .connections.rooms import RoomManager
+    from .rooms import RoomManager
 
 __all__ = [
     "CLOSE_CODES",
@@ -246,7 +246,7 @@ def _heartbeat_closes(managers: list[ConnectionManager]) -> Samples:
 
 
 def _room_managers(managers: list[ConnectionManager]) -> list[RoomManager]:
-    from .connections.rooms import RoomManager  # imported here: it imports this module's users
+    from .rooms import RoomManager  # imported here: it imports this module's users
 
     return [m for m in managers if isinstance(m, RoomManager)]
 

@@ -37,12 +37,12 @@ from starlette.websockets import WebSocketState
 
 from .backends.base import PositionStore
 from .connections._encode import Frame, compact_dumps
-from .connections._roomframe import RoomFrame, room_notice
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
-from .connections.rooms import RoomManager
 from .connections.state import ConnectionState
 from .exceptions import Forbidden
+from .rooms import RoomManager
+from .rooms._frames import RoomFrame, room_notice
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
 

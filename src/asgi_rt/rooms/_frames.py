@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..backends.wire import RoomMessage
-from ._encode import Frame, compact_dumps
+from ..connections._encode import Frame, compact_dumps
 
 __all__ = ["RoomFrame", "room_frame", "room_notice"]
 
