@@ -22,8 +22,8 @@ from ..exceptions import (
 from . import _sender
 from ._encode import encode
 from ._interrupt import INTERRUPTED, Interruptible
-from ._limits import Limits
 from ._requests import PendingRequests
+from ._settings import ConnectionSettings
 from ._starlette import data_receive, data_send
 from ._transport import DataTransport, Transport
 from .heartbeat import is_pong
@@ -62,11 +62,11 @@ class Connection:
         "__weakref__",
         "_bucket",
         "_invalid",
-        "_limits",
         "_pending_receive",
         "_receive",
         "_requests",
         "_sender",
+        "_settings",
         "_stats",
         "_swallow_pongs",
         "_track_activity",
@@ -84,7 +84,7 @@ class Connection:
         *,
         id: str,
         meta: dict[str, Any],
-        limits: Limits,
+        settings: ConnectionSettings,
         stats: ManagerStats,
         inline: bool,
         on_asyncio: bool,
@@ -93,21 +93,21 @@ class Connection:
         self.meta = meta
         self.websocket = websocket
         self.kind: str = websocket.kind if isinstance(websocket, DataTransport) else "websocket"
-        self._limits = limits
+        self._settings = settings
         self._stats = stats
-        self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
+        self._bucket = None if settings.rate_limit is None else TokenBucket(settings.rate_limit)
         self._invalid = 0
         self._pending_receive = Interruptible(on_asyncio=on_asyncio)
         self._receive = data_receive(websocket)
-        self._swallow_pongs = limits.heartbeat
-        self._track_activity = limits.track_activity
+        self._swallow_pongs = settings.heartbeat
+        self._track_activity = settings.track_activity
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
         self._requests: PendingRequests | None = None  # made by the first request()
         self._sender = _sender.Sender(
             data_send(websocket),
             websocket.send,
-            limits,
+            settings,
             stats,
             inline=inline,
             on_closed=self._cancel_receive,
@@ -164,7 +164,7 @@ class Connection:
                 f"cannot send on connection {self.id!r}: it is {self.state}",
                 code=self.close_code, reason=self.close_reason,
             )  # fmt: skip
-        message, size = encode(data, self._limits.dumps)
+        message, size = encode(data, self._settings.dumps)
         return self._sender.deliver(message, size, key)
 
     def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
@@ -189,7 +189,7 @@ class Connection:
             ConnectionClosed: the connection is closed.
         """
         if self._requests is None:
-            self._requests = PendingRequests(self._limits.max_pending_requests)
+            self._requests = PendingRequests(self._settings.max_pending_requests)
         request_id, waiter = self._requests.open()
         try:
             await self.send({"type": type, "data": data, "id": request_id})
@@ -307,7 +307,7 @@ class Connection:
         return _END if data is None else data
 
     async def _receive_json(self) -> Any:
-        max_depth = self._limits.max_json_depth
+        max_depth = self._settings.max_json_depth
         while (data := await self.receive()) is not None:
             try:
                 return loads(data, max_depth=max_depth)
@@ -317,7 +317,7 @@ class Connection:
         return _END
 
     async def _check(self, data: str | bytes) -> str | bytes | None:
-        limit = self._limits.max_message_size
+        limit = self._settings.max_message_size
         if limit is not None and len(data) > limit // 4 and _size(data) > limit:
             await self._violate(MessageTooBig(f"frame of {_size(data)} bytes exceeds {limit}"))
             return None
@@ -343,7 +343,7 @@ class Connection:
         if invalid:
             self._stats.invalid_frames += 1
             self._invalid += 1
-        if invalid and self._invalid >= self._limits.max_invalid_frames:
+        if invalid and self._invalid >= self._settings.max_invalid_frames:
             await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False
@@ -353,7 +353,7 @@ class Connection:
         frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": text}}
         if id is not None:
             frame["id"] = id
-        self._sender.deliver(*encode(frame, self._limits.dumps))
+        self._sender.deliver(*encode(frame, self._settings.dumps))
         return True
 
     async def _violate(self, exc: ProtocolViolation) -> None:

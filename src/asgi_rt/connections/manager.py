@@ -28,7 +28,7 @@ from .._json import DEFAULT_MAX_DEPTH
 from .._retry_hint import drain_reason
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
-from ._limits import Limits
+from ._settings import ConnectionSettings
 from ._transport import Transport
 from .backpressure import Overflow
 from .connection import Connection
@@ -108,7 +108,7 @@ class ConnectionManager:
         idle_timeout: float | None = None,
         drain_window: float = 0.0,
     ) -> None:
-        self._limits = Limits(
+        self._settings = ConnectionSettings(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
             max_message_size=max_message_size, rate_limit=rate_limit,
@@ -135,7 +135,7 @@ class ConnectionManager:
 
     @property
     def overflow(self) -> Overflow:
-        return self._limits.overflow
+        return self._settings.overflow
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -233,7 +233,7 @@ class ConnectionManager:
         Under asyncio this does not suspend. Without inline sends (trio) it yields once
         at the end so that the writers can run.
         """
-        message, size = encode(data, self._limits.dumps)
+        message, size = encode(data, self._settings.dumps)
         targets = tuple(self._connections.values()) if to is None else to
         if isinstance(exclude, Connection):
             exclude = (exclude,)
@@ -279,7 +279,7 @@ class ConnectionManager:
                 await conn.wait_closed()
         for conn in conns:
             conn.request_close(code, reason, drain=False)
-        with anyio.move_on_after(self._limits.close_timeout * 2):
+        with anyio.move_on_after(self._settings.close_timeout * 2):
             for conn in conns:
                 await conn.wait_closed()
 
@@ -350,7 +350,7 @@ class ConnectionManager:
 
     def _register(self, websocket: Transport, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
-            websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
+            websocket, id=conn_id, meta=meta, settings=self._settings, stats=self._stats,
             inline=self._use_inline(), on_asyncio=_on_asyncio(),
         )  # fmt: skip
         self._connections[conn_id] = conn

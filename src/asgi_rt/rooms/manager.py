@@ -242,7 +242,9 @@ class RoomManager(ConnectionManager):
             return None
         if not isinstance(self.backend, PresenceStore):
             raise TypeError(f"{type(self.backend).__name__} has no presence store")
-        return Presence(self.backend, ttl=ttl, info=info or default_info, dumps=self._limits.dumps)
+        return Presence(
+            self.backend, ttl=ttl, info=info or default_info, dumps=self._settings.dumps
+        )
 
     async def publish(
         self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None,
@@ -264,7 +266,7 @@ class RoomManager(ConnectionManager):
         """
         self._require_started("publish")
         excluded = [exclude] if isinstance(exclude, Connection) else list(exclude or ())
-        body = self._limits.dumps(data).encode()
+        body = self._settings.dumps(data).encode()
         packed = pack_room(body, published_at=time.time(), excluded=[c.id for c in excluded])
         started = time.perf_counter()
         publication = await self.backend.publish(room, packed, idempotency_key=idempotency_key)
