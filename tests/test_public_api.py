@@ -54,6 +54,13 @@ def test_errors_carry_code_and_reason() -> None:
     assert "code=1009" in repr(err)
 
 
+def test_only_errors_about_closing_carry_a_close_code() -> None:
+    assert (asgi_rt.RequestFailed("no ack").code, asgi_rt.HistoryGap().code) == (None, None)
+    assert (asgi_rt.PoolExhausted().code, asgi_rt.OutboxFull().code) == (None, None)
+    assert asgi_rt.RequestFailed("no ack").reason == "request failed"
+    assert (asgi_rt.Forbidden("join", "r").code, asgi_rt.InvalidData().code) == (1008, 1007)
+
+
 def test_dashboard_command_prints_importable_json(capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
