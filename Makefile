@@ -20,7 +20,7 @@ INSTALL_DEV = $(BIN)/python -m pip install --quiet --require-hashes --no-deps -r
 	&& $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 endif
 
-.PHONY: run test test-latest lock lint typecheck pytest system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse clean
+.PHONY: run test test-latest lock lint typecheck pytest js js-build system-deps bench bench-fanout bench-memory bench-echo bench-rooms bench-sse bench-browser clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "asgi_rt needs Python >= 3.11")'
@@ -35,10 +35,27 @@ $(VENV)/.installed-dev: pyproject.toml requirements/dev.lock | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 # HOST/PORT also reach the app: its Origin allowlist is the page it serves (http://HOST:PORT).
-run: $(VENV)/.installed
+run: $(VENV)/.installed js-build
 	HOST=$(HOST) PORT=$(PORT) $(BIN)/uvicorn examples.fastapi_app.app:app --host $(HOST) --port $(PORT)
 
-test: lint typecheck pytest
+test: lint typecheck js pytest
+
+# The browser client (clients/js, npm asgi-rt-client): install from its lock, generate-check
+# its protocol types against the Python schema, bundle, unit-test. The browser tests in
+# pytest load clients/js/dist. Node and npm come from the machine; under CI=true a missing
+# one fails, elsewhere it is skipped with a note.
+# What the example pages load (/asgi-rt-client.js): the bundle alone, for `make run`.
+js-build:
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
+js:
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$CI" = true ]; then echo "npm is not installed (Debian: nodejs npm)"; exit 1; fi; \
+	  echo "note: npm is not installed; the browser client is not built or tested"; \
+	else \
+	  cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build \
+	    && npx vitest run --reporter=dot; \
+	fi
 
 # The same suite on the newest releases of everything (not the lock): drift seen on purpose.
 test-latest:
@@ -102,6 +119,11 @@ bench-rooms: $(VENV)/.installed-dev system-deps
 
 bench-sse: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.sse
+
+# Not part of `make bench` (needs npm and Chromium): asgi-rt-client vs socket.io-client.
+bench-browser: $(VENV)/.installed-dev js-build system-deps
+	cd bench/js && npm ci --no-audit --no-fund --loglevel=error
+	$(BIN)/python -m bench.browser_client
 
 clean:
 	rm -rf $(VENV) .venv-latest .mypy_cache .ruff_cache .pytest_cache

@@ -31,6 +31,18 @@ def require_binary(command: str, package: str) -> str:
     return found
 
 
+CLIENT_BUNDLE = ROOT / "clients" / "js" / "dist" / "index.js"
+
+
+def require_client_bundle() -> None:
+    """The browser client's bundle, which the pages load; under CI=true a missing one fails
+    the test, else skips it (``make js`` builds it; ``make test`` runs that first)."""
+    if not CLIENT_BUNDLE.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CLIENT_BUNDLE} is missing: `make js` builds it")
+        pytest.skip(f"{CLIENT_BUNDLE} is missing: run `make js`")
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as sock:

@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Locator, Page, async_playwright, expec
 
 from ._poll import await_for
 from ._redis import RedisServer
-from ._system import free_port, listening, require_binary, spawn_uvicorn
+from ._system import free_port, listening, require_binary, require_client_bundle, spawn_uvicorn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.server]
 
@@ -58,6 +58,11 @@ class ChatServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def bundle() -> None:
+    require_client_bundle()  # the example page loads it
 
 
 @pytest.fixture

@@ -28,6 +28,8 @@ PUBLIC_MODULES = [
     "asgi_rt.sse",
     "asgi_rt.testing",
     "asgi_rt.types",
+    "asgi_rt.wire",
+    "asgi_rt.rooms_protocol",
 ]
 
 

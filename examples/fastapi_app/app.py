@@ -43,6 +43,7 @@ from asgi_rt import (
     provide,
 )
 from examples.chat import allowed_origins, authorize, chat_session, proxy_options, verify_token
+from examples.client_bundle import client_bundle
 
 PAGE = (Path(__file__).parent / "index.html").read_text()
 BACKEND = os.environ.get("ASGI_RT_BACKEND", "memory://")
@@ -88,6 +89,7 @@ app.add_middleware(
 )
 app.add_middleware(TelemetryMiddleware, metrics=metrics)  # outermost: sees rejections too
 app.add_route("/metrics", metrics_app())
+app.add_route("/asgi-rt-client.js", client_bundle)  # the page's client (clients/js)
 
 
 @app.get("/")

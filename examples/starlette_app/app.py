@@ -49,6 +49,7 @@ from examples.chat import (
     proxy_options,
     verify_token,
 )
+from examples.client_bundle import client_bundle
 
 HERE = Path(__file__).parent
 CHAT_PAGE = (HERE.parent / "fastapi_app" / "index.html").read_text()
@@ -115,6 +116,7 @@ def create_app(backend: str | None = None) -> Starlette:
     ]  # fmt: skip
     routes = [
         Route("/", chat_page),
+        Route("/asgi-rt-client.js", client_bundle),
         Route("/dashboard", dashboard_page),
         Route("/events/dashboard", dashboard_events),
         Route("/metrics", metrics_app(registry)),

@@ -1,10 +1,13 @@
-"""``python -m asgi_rt dashboard`` prints the Grafana dashboard (import it in Grafana)."""
+"""``python -m asgi_rt dashboard`` prints the Grafana dashboard (import it in Grafana);
+``python -m asgi_rt schema`` prints the wire protocol's JSON Schema (see :mod:`asgi_rt.wire`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from importlib.resources import files
+
+from .wire import protocol_schema_text
 
 __all__ = ["main"]
 
@@ -17,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asgi_rt")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("dashboard", help="print the Grafana dashboard JSON")
-    parser.parse_args(argv)
-    sys.stdout.write(dashboard_json())
+    commands.add_parser("schema", help="print the wire protocol's JSON Schema")
+    args = parser.parse_args(argv)
+    sys.stdout.write(protocol_schema_text() if args.command == "schema" else dashboard_json())
     return 0
 
 

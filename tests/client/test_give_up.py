@@ -48,8 +48,8 @@ async def test_client_gave_up_leaves_the_block_as_itself() -> None:
     assert "after 2 failure(s); last: connect failed:" in str(gave_up)
 
 
-async def silent_auth_app(scope: Scope, receive: Receive, send: Send) -> None:
-    """Accepts and never answers the auth frame."""
+async def hold_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accepts and holds the socket open: never answers an auth frame, never closes."""
     if scope["type"] != "websocket":
         return
     await receive()
@@ -61,7 +61,7 @@ async def silent_auth_app(scope: Scope, receive: Receive, send: Send) -> None:
 async def test_an_auth_timeout_is_a_failed_attempt_not_uptime(
     serve: Callable[..., RunningServer],
 ) -> None:
-    server = serve(silent_auth_app)
+    server = serve(hold_app)
     policy = Recording(max_failures=3, stable_after=0.1)  # shorter than the auth wait
     gave_up = await _run_until_given_up(f"{server.url}/ws", token="t", auth_timeout=0.3,
                                         policy=policy)  # fmt: skip
@@ -69,15 +69,6 @@ async def test_an_auth_timeout_is_a_failed_attempt_not_uptime(
     assert [(d.phase, d.uptime) for d in policy.seen] == [("auth", 0.0)] * 3
     assert gave_up.phase == "auth"
     assert str(gave_up).endswith("last: auth failed: timed out waiting for auth_ok")
-
-
-async def hold_app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "websocket":
-        return
-    await receive()
-    await send({"type": "websocket.accept"})
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
 
 
 @pytest.mark.parametrize(("limit", "status"), [("max_connections", 503),

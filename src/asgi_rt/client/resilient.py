@@ -69,8 +69,12 @@ class ResilientClient:
     dropped. ``{"type": "recovery_failed"}`` is passed on (re-sync from your source of
     truth) and resets that room's position. App-level pings are answered and not yielded.
 
-    When the policy gives up (by default only after a 1008 close or a 401/403 handshake)
-    iteration and ``send`` raise :class:`~asgi_rt.exceptions.ClientGaveUp`.
+    Uptime counts from ``auth_ok``: an auth that times out is a failed attempt. A server's
+    ``Retry-After`` (503/429) or a drain close's ``"; retry in 1.3s"`` reaches the policy as
+    ``Disconnect.retry_after``, which :class:`Backoff` obeys. When the policy gives up (by
+    default only after a 1008 close or a 401/403 handshake) iteration and ``send`` raise
+    :class:`~asgi_rt.exceptions.ClientGaveUp`, which leaves ``async with`` as itself (not in
+    an ``ExceptionGroup``) and names the phase the last attempt ended in.
 
     Args:
         url: ``ws://`` or ``wss://`` URL.
