@@ -15,6 +15,7 @@ from .base import (
     Resync,
 )
 from .memory import MemoryBackend
+from .wire import RoomMessage
 
 __all__ = [
     "Backend",
@@ -27,6 +28,7 @@ __all__ = [
     "PublishNotApplied",
     "PublishOutcomeUnknown",
     "Resync",
+    "RoomMessage",
     "make_backend",
 ]
 

@@ -1,6 +1,6 @@
 """What the single-node and the cluster Redis backends share: the Lua scripts that number,
-keep and deliver a publication atomically, the publish that tells "not applied" from
-"outcome unknown", the listener's read loop, and the payload format on the channel."""
+keep and deliver a publication atomically (as ``wire.pack_numbered`` payloads), the publish
+that tells "not applied" from "outcome unknown", and the listener's read loop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .base import Publication, PublishNotApplied, PublishOutcomeUnknown, Resync
+from .wire import unpack_numbered
 
 __all__ = [
     "POSITION",
@@ -60,7 +61,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[6] == '1' then
   redis.call('SET', KEYS[5], seq .. ' ' .. epoch, 'PX', ARGV[5])
 end
-redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])
+redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])  -- wire.pack_numbered
 return {seq, epoch, 0}
 """
 
@@ -179,10 +180,8 @@ def text(value: Any) -> str:
 
 
 def _parse(channel: str, payload: bytes) -> Publication | None:
-    epoch, _, rest = payload.partition(b" ")
-    seq, _, data = rest.partition(b" ")
     try:
-        return Publication(channel, int(seq), epoch.decode(), data)
+        return unpack_numbered(channel, payload)
     except ValueError:
         logger.warning("ignoring a malformed backplane message on %r", channel)
         return None
