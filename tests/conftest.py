@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
+from ._nats import NatsServer
 from ._rawclient import RawClient
 from ._redis import RedisServer
 from ._server import RunningServer
@@ -59,6 +60,16 @@ def raw() -> Iterator[Callable[..., RawClient]]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A fresh redis-server on a free port (no persistence); stopped at teardown."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server with JetStream on a free port, shared by a module's tests (each test
+    uses its own subject prefix); stopped at teardown."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
     server.start()
     yield server
     server.stop()

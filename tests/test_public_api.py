@@ -23,6 +23,7 @@ PUBLIC_MODULES = [
     "asgi_rt.client",
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
+    "asgi_rt.backends.nats",
     "asgi_rt.sse",
     "asgi_rt.testing",
     "asgi_rt.types",

@@ -1,7 +1,9 @@
-"""One contract, every backend: the memory backend (asyncio and trio) and Redis (asyncio)."""
+"""One contract, every backend: the memory backend (asyncio and trio), Redis and NATS
+JetStream (asyncio)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -11,6 +13,7 @@ import pytest
 from asgi_rt.backends import Backend, HistoryGap, MemoryBackend, Publication
 from asgi_rt.backends.base import PresenceStore
 
+from .._nats import NatsServer
 from .._poll import await_for, await_true
 from .._redis import RedisServer
 
@@ -19,12 +22,18 @@ pytestmark = pytest.mark.anyio
 Factory = Callable[[int], Backend]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "nats"])
 def make(request: pytest.FixtureRequest, anyio_backend: str) -> Factory:
     if request.param == "memory":
         return lambda history: MemoryBackend(history_size=history)
     if anyio_backend != "asyncio":
-        pytest.skip("the Redis backend is asyncio-only (redis-py)")
+        pytest.skip(f"the {request.param} backend is asyncio-only")
+    if request.param == "nats":
+        from asgi_rt.backends.nats import NatsBackend
+
+        nats: NatsServer = request.getfixturevalue("nats_server")
+        prefix = f"t{uuid.uuid4().hex[:8]}"  # one server per module: a stream per test
+        return lambda history: NatsBackend(nats.url, history_size=history, prefix=prefix)
     server: RedisServer = request.getfixturevalue("redis_server")
     from asgi_rt.backends.redis import RedisBackend
 

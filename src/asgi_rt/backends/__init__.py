@@ -1,4 +1,4 @@
-"""Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``)."""
+"""Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``, ``nats://``)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,11 @@ def make_backend(spec: Backend | str, *, history_size: int = 1000) -> Backend:
             from .redis import RedisBackend  # optional dependency: the 'redis' extra
 
             return RedisBackend.from_url(spec, history_size=history_size)
-        raise ValueError(f"unknown backend URL {spec!r}: expected memory:// or redis://")
+        if scheme == "nats":
+            from .nats import NatsBackend  # optional dependency: the 'nats' extra
+
+            return NatsBackend.from_url(spec, history_size=history_size)
+        raise ValueError(f"unknown backend URL {spec!r}: expected memory://, redis:// or nats://")
     if not isinstance(spec, Backend):
         raise TypeError(f"expected a Backend or a URL, got {type(spec).__name__}")
     return spec
