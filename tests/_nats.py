@@ -20,6 +20,7 @@ class NatsServer:
     def __init__(self, workdir: Path) -> None:
         self.binary = require_binary("nats-server", "nats-server")
         self.store = workdir / "jetstream"
+        self.log = workdir / "nats-server.log"
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -28,10 +29,12 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:  # what the server said, for a failing test
+            self.proc = subprocess.Popen(
+                [self.binary, "-js", "-sd", str(self.store), "-a", "127.0.0.1",
+                 "-p", str(self.port)], stdout=log, stderr=log,
+            )  # fmt: skip
         wait_for(self._ready, what="nats-server to answer PING")
 
     def _ready(self) -> bool:

@@ -250,6 +250,8 @@ class NatsBackend:
 
     async def _read_last(self, channel: str, what: str) -> tuple[int, int, str] | None:
         """The room's last message: (its stream seq, its seq, its epoch), None if none."""
+        if not self.listener_up:
+            raise BackendUnavailable(f"{what} failed: not connected to NATS")
         js = self._client().jetstream(timeout=self.publish_timeout)
         try:
             raw = await js.get_last_msg(self._stream, self._subject(channel))
@@ -427,8 +429,15 @@ class NatsBackend:
         self._set_up(False)
 
     async def _on_reconnected(self) -> None:
+        """Streams first (a restart may have wiped them), then up, then Resync: nothing
+        reads a stream before JetStream answered (nats-server 2.9 can crash on a message
+        get that arrives while it is still restoring its streams)."""
         self.reconnects += 1
         self._last.clear()  # the server may have lost its store: read positions again
+        try:
+            await self._guarded(self._ensure_streams(), f"JetStream streams at {self.url}")
+        except BackendUnavailable as exc:  # publishes will say so; never break nats-py's task
+            logger.warning("after reconnecting: %s", exc)
         self._set_up(True)
         await self._resync(list(self._subs))
 
