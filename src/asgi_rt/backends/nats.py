@@ -114,6 +114,7 @@ class NatsBackend:
         self.idempotency_ttl = idempotency_ttl
         self.listener_up = False
         self.reconnects = 0
+        self._closing = False
         self._stream = f"{prefix}_rooms"
         self._presence_stream = f"{prefix}_presence"
         self._buffer = buffer
@@ -152,6 +153,7 @@ class NatsBackend:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:  # fmt: skip
+        self._closing = True  # our own close is no outage to warn about
         if self._nc is not None:
             with anyio.CancelScope(shield=True):
                 await self._nc.close()
@@ -342,6 +344,10 @@ class NatsBackend:
         self._subs[channel] = await self._client().subscribe(
             subject, cb=deliver, pending_msgs_limit=self._buffer
         )
+        try:  # the server has it once this returns: a position read next is covered by it
+            await self._client().flush(timeout=max(1, round(self.publish_timeout)))
+        except (NatsError, TimeoutError) as exc:  # nats-py resubscribes on reconnect
+            logger.debug("subscribe %r not confirmed (connection lost): %r", channel, exc)
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self._subs.pop(channel, None)
@@ -424,7 +430,7 @@ class NatsBackend:
         logger.warning("NATS connection error: %r", exc)
 
     async def _on_disconnected(self) -> None:
-        if self.listener_up:
+        if self.listener_up and not self._closing:
             logger.warning("backplane lost NATS at %s; nats-py is reconnecting", self.url)
         self._set_up(False)
 
