@@ -44,6 +44,12 @@ class NatsServer:
         assert self.proc is not None
         return self.proc.pid
 
+    def reset(self) -> None:
+        """Start again with an empty store (the FLUSHALL of a session: numbering from 1)."""
+        self.__exit__(None, None, None)
+        self.workdir = tempfile.mkdtemp(prefix="bench-nats-")
+        self.__enter__()
+
     def __enter__(self) -> NatsServer:
         self.proc = subprocess.Popen(
             [self.binary, "-js", "-sd", self.workdir, "-a", "127.0.0.1", "-p", str(self.port),

@@ -280,6 +280,8 @@ def run_session(
     server_cpu, client_cpu = cpus_for(pin)
     redis.pin(client_cpu)
     if nats is not None:
+        if variant == "asgi_rt_nats":
+            nats.reset()  # an empty store, as FLUSHALL gives Redis: the room starts at seq 1
         nats.pin(client_cpu)
     backplane = nats if variant == "asgi_rt_nats" and nats is not None else redis
     session: dict[str, Any] = {"pin": pin, "variant": variant, "round": rnd}
