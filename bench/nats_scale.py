@@ -8,7 +8,8 @@ processes (``bench._nats_scale_worker``), room ``i`` on worker ``i % N``, each h
 NatsBackend subscription per room it has (``rooms`` mode), then the same with every worker
 on one wildcard subscription (``broadcast`` mode: what a backplane without per-room routing,
 like a plain Redis ``PUBLISH`` to one channel for everything, costs). A publisher publishes
-``--publishes`` publications to rooms drawn at random (16 in flight). Reported per publish:
+one publication to every room, then ``--publishes`` more to rooms drawn at random (16 in
+flight), the measured ones. Reported per publish:
 messages the server sent out (``out_msgs`` of ``/varz``, which includes the JetStream ack
 to the publisher) and publications the workers received. With per-room subjects both stay
 flat as N and R grow; with broadcast the deliveries grow with every worker.
@@ -61,19 +62,26 @@ class Worker:
             self.proc.wait(5)
 
 
-async def publish_all(url: str, prefix: str, rooms: int, publishes: int) -> float:
+async def publish_all(
+    nats: NatsServer, prefix: str, rooms: int, publishes: int
+) -> tuple[float, dict[str, Any]]:
+    """Publish once to every room (so that the publisher knows every room's position, as a
+    long-running worker does), then ``publishes`` times at random; (publishes/s, varz
+    before the measured ones)."""
     rng = random.Random(1)
     targets = [f"room-{rng.randrange(rooms)}" for _ in range(publishes)]
-    async with NatsBackend(url, prefix=prefix, history_size=10) as backend:
+    async with NatsBackend(nats.url, prefix=prefix, history_size=10) as backend:
         gate = asyncio.Semaphore(16)
 
         async def one(room: str) -> None:
             async with gate:
                 await backend.publish(room, b"x" * 100)
 
+        await asyncio.gather(*(one(f"room-{r}") for r in range(rooms)))
+        before = nats.varz()
         t0 = time.perf_counter()
         await asyncio.gather(*(one(r) for r in targets))
-        return publishes / (time.perf_counter() - t0)
+        return publishes / (time.perf_counter() - t0), before
 
 
 def point(nats: NatsServer, n: int, rooms: int, mode: str, publishes: int) -> dict[str, Any]:
@@ -82,14 +90,13 @@ def point(nats: NatsServer, n: int, rooms: int, mode: str, publishes: int) -> di
     try:
         for worker in workers:
             worker.ready()
-        before = nats.varz()
-        rate = asyncio.run(publish_all(nats.url, prefix, rooms, publishes))
-        expected = publishes * (n if mode == "broadcast" else 1)
+        rate, before = asyncio.run(publish_all(nats, prefix, rooms, publishes))
+        expected = (rooms + publishes) * (n if mode == "broadcast" else 1)
         deadline = time.monotonic() + 30
         while sum(w.count() for w in workers) < expected and time.monotonic() < deadline:
             time.sleep(0.05)  # poll interval, bounded by the deadline
         after = nats.varz()
-        received = sum(w.count() for w in workers)
+        received = sum(w.count() for w in workers) - rooms * (n if mode == "broadcast" else 1)
     finally:
         for worker in workers:
             worker.stop()

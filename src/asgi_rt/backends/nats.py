@@ -34,6 +34,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any, Self
 
@@ -121,7 +122,7 @@ class NatsBackend:
         self._nc: Client | None = None
         self._subs: dict[str, Any] = {}
         self._last: dict[str, tuple[int, int, str]] = {}  # room: stream seq, seq, epoch
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, tuple[anyio.Lock, int]] = {}  # room: lock, its users
         self._send: MemoryObjectSendStream[Publication | Resync] | None = None
         self._receive: MemoryObjectReceiveStream[Publication | Resync] | None = None
 
@@ -189,13 +190,8 @@ class NatsBackend:
         what = f"publish to {channel!r}"
         if not self.listener_up:
             raise PublishNotApplied(f"{what} was not applied: not connected to NATS")
-        lock = self._locks.setdefault(channel, anyio.Lock())
-        try:
-            async with lock:  # one at a time per room here: no conflicts with ourselves
-                return await self._publish_numbered(channel, data, idempotency_key, what)
-        finally:
-            if not lock.statistics().tasks_waiting:
-                self._locks.pop(channel, None)
+        async with self._one_at_a_time(channel):  # no numbering conflicts with ourselves
+            return await self._publish_numbered(channel, data, idempotency_key, what)
 
     async def _publish_numbered(
         self, channel: str, data: bytes, key: str | None, what: str
@@ -271,13 +267,23 @@ class NatsBackend:
 
     async def position(self, channel: str) -> tuple[int, str | None]:
         what = f"position of {channel!r}"
-        lock = self._locks.setdefault(channel, anyio.Lock())
+        async with self._one_at_a_time(channel):
+            return await self._position(channel, what)
+
+    @asynccontextmanager
+    async def _one_at_a_time(self, channel: str) -> AsyncIterator[None]:
+        """This process's publishes to one room in turn; the lock lives while in use."""
+        lock, users = self._locks.get(channel) or (anyio.Lock(), 0)
+        self._locks[channel] = (lock, users + 1)
         try:
             async with lock:
-                return await self._position(channel, what)
+                yield
         finally:
-            if not lock.statistics().tasks_waiting:
-                self._locks.pop(channel, None)
+            lock, users = self._locks[channel]
+            if users == 1:
+                del self._locks[channel]
+            else:
+                self._locks[channel] = (lock, users - 1)
 
     async def _position(self, channel: str, what: str) -> tuple[int, str | None]:
         for _ in range(_MAX_CONFLICTS):
