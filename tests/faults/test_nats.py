@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from .._nats import NatsServer
+from .._poll import await_for
 from ._cluster import Workers
 from ._proxy import FaultProxy
 from ._scenario import Scenario, run
@@ -89,5 +90,22 @@ def test_nats_network_partition_and_resets(nats_proxy: FaultProxy, tmp_path: Pat
 
     try:
         _passed(asyncio.run(run(workers, fault, "nats proxy: blackhole + RST")))
+    finally:
+        workers.stop()
+
+
+def test_nats_reply_of_a_publish_cut_and_retried_with_its_key(
+    nats_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    workers = Workers(f"nats://127.0.0.1:{nats_proxy.port}", tmp_path)
+
+    async def fault(s: Scenario) -> float:
+        s.publisher.retry = True  # every publish carries an idempotency key from now on
+        nats_proxy.cut_reply(b"HPUB asgi_rt.in.")  # the publish reaches the server, then RST
+        await await_for(lambda: nats_proxy.cut.is_set(), 20, "the cut")
+        return time.monotonic()
+
+    try:
+        _passed(asyncio.run(run(workers, fault, "nats proxy: publish cut, retried with key")))
     finally:
         workers.stop()
