@@ -29,7 +29,6 @@ the connection is up. A publish while it is down fails at once with
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 import uuid
@@ -45,9 +44,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError, SlowConsumerError
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NoStreamResponseError
 
+from ._nats_streams import EPOCH, SEQ, read_all, stream_configs, token, untoken
 from .base import (
     BackendUnavailable,
     Publication,
@@ -61,7 +61,6 @@ __all__ = ["NatsBackend"]
 
 logger = logging.getLogger("asgi_rt.backends.nats")
 
-SEQ, EPOCH = "Asgi-Rt-Seq", "Asgi-Rt-Epoch"
 _WRONG_LAST_SEQUENCE, _STREAM_NOT_FOUND, _NO_MESSAGE = 10071, 10059, 10037
 _MAX_CONFLICTS = 100
 
@@ -166,18 +165,10 @@ class NatsBackend:
 
     async def _ensure_streams(self) -> None:
         """Create the rooms' and the presence streams (again, after a wiped restart)."""
-        js = self._client().jetstream(timeout=self.publish_timeout)
-        p = self.prefix
-        rooms = api.StreamConfig(
-            name=self._stream, subjects=[f"{p}.in.>"], max_age=self.room_ttl,
-            max_msgs_per_subject=max(1, self.history_size),
-            duplicate_window=self.idempotency_ttl, storage=api.StorageType.FILE,
-            republish=api.RePublish(src=f"{p}.in.>", dest=f"{p}.live.>"), allow_direct=True,
-        )  # fmt: skip
-        presence = api.StreamConfig(
-            name=self._presence_stream, subjects=[f"{p}.presence.>"], max_age=self.room_ttl,
-            max_msgs_per_subject=1, storage=api.StorageType.FILE,
-        )  # fmt: skip
+        js = self._js()
+        rooms, presence = stream_configs(self.prefix, history_size=self.history_size,
+                                         room_ttl=self.room_ttl,
+                                         idempotency_ttl=self.idempotency_ttl)  # fmt: skip
         for config in (rooms, presence):
             try:
                 await js.add_stream(config)
@@ -202,7 +193,7 @@ class NatsBackend:
             headers = {SEQ: str(seq + 1), EPOCH: epoch,
                        "Nats-Expected-Last-Subject-Sequence": str(stream_seq)}  # fmt: skip
             if key is not None:
-                headers["Nats-Msg-Id"] = f"{_token(channel)}:{key}"
+                headers["Nats-Msg-Id"] = f"{token(channel)}:{key}"
             ack = await self._store(channel, data, headers, what)
             if ack is None:  # another publisher took seq + 1: read where the room is now
                 self._last.pop(channel, None)
@@ -218,7 +209,7 @@ class NatsBackend:
         self, channel: str, data: bytes, headers: dict[str, str], what: str
     ) -> api.PubAck | None:
         """One JetStream publish; ``None`` when the room's numbering moved meanwhile."""
-        js = self._client().jetstream(timeout=self.publish_timeout)
+        js = self._js()
         for attempt in range(2):
             try:
                 return await js.publish(self._subject(channel), data, headers=headers)
@@ -237,7 +228,7 @@ class NatsBackend:
 
     async def _original(self, channel: str, stream_seq: int, what: str) -> Publication:
         """The publication a repeated idempotency key refers to (still kept, usually)."""
-        js = self._client().jetstream(timeout=self.publish_timeout)
+        js = self._js()
         try:
             raw = await self._guarded(js.get_msg(self._stream, stream_seq), what)
         except BackendUnavailable as exc:
@@ -250,7 +241,7 @@ class NatsBackend:
         """The room's last message: (its stream seq, its seq, its epoch), None if none."""
         if not self.listener_up:
             raise BackendUnavailable(f"{what} failed: not connected to NATS")
-        js = self._client().jetstream(timeout=self.publish_timeout)
+        js = self._js()
         try:
             raw = await js.get_last_msg(self._stream, self._subject(channel))
         except APIError as exc:
@@ -310,8 +301,9 @@ class NatsBackend:
         current, room_epoch = (last[1], last[2]) if last else (0, None)
         kept = []
         if since < current:
-            messages = await self._guarded(self._read_all(self._stream, self._subject(channel),
-                                                          api.DeliverPolicy.ALL), what)  # fmt: skip
+            everything = read_all(self._js(), self._stream, self._subject(channel),
+                                  api.DeliverPolicy.ALL)  # fmt: skip
+            messages = await self._guarded(everything, what)
             for msg in messages:
                 headers = msg.headers or {}
                 seq = int(headers.get(SEQ, 0))
@@ -319,30 +311,10 @@ class NatsBackend:
                     kept.append(Publication(channel, seq, str(room_epoch), msg.data))
         return check_history(channel, since, epoch, current, room_epoch, kept)
 
-    async def _read_all(self, stream: str, subject: str, policy: api.DeliverPolicy) -> list[Msg]:
-        """Every kept message on ``subject`` (an ephemeral pull consumer, no acks)."""
-        js = self._client().jetstream(timeout=self.publish_timeout)
-        config = api.ConsumerConfig(
-            name=f"h{uuid.uuid4().hex}", filter_subject=subject, deliver_policy=policy,
-            ack_policy=api.AckPolicy.NONE, inactive_threshold=max(5.0, self.publish_timeout),
-            mem_storage=True, num_replicas=1,
-        )  # fmt: skip
-        info = await js.add_consumer(stream, config)
-        pending, out = int(info.num_pending or 0), list[Msg]()
-        if pending:
-            sub = await js.pull_subscribe_bind(stream=stream, consumer=config.name)
-            try:
-                while len(out) < pending:
-                    out += await sub.fetch(min(256, pending - len(out)), self.publish_timeout)
-            finally:
-                await sub.unsubscribe()
-        await js.delete_consumer(stream, str(config.name))
-        return out
-
     async def subscribe(self, channel: str) -> None:
         if channel in self._subs:
             return
-        subject = f"{self.prefix}.live.{_token(channel)}"
+        subject = f"{self.prefix}.live.{token(channel)}"
 
         async def deliver(msg: Msg) -> None:
             await self._deliver(channel, msg)
@@ -385,12 +357,12 @@ class NatsBackend:
 
     async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
         expires = f"{time.time() + ttl:.3f}".encode()
-        js = self._client().jetstream(timeout=self.publish_timeout)
+        js = self._js()
         subject = self._presence_subject(channel, member)
         await self._guarded(js.publish(subject, expires + b" " + info), f"presence of {channel!r}")
 
     async def presence_remove(self, channel: str, member: str) -> None:
-        js = self._client().jetstream(timeout=self.publish_timeout)
+        js = self._js()
         await self._guarded(js.purge_stream(self._presence_stream,
                                             subject=self._presence_subject(channel, member)),
                             f"presence of {channel!r}")  # fmt: skip
@@ -398,14 +370,16 @@ class NatsBackend:
     async def presence(self, channel: str) -> dict[str, bytes]:
         subject = self._presence_subject(channel, "*")
         messages = await self._guarded(
-            self._read_all(self._presence_stream, subject, api.DeliverPolicy.LAST_PER_SUBJECT),
+            read_all(
+                self._js(), self._presence_stream, subject, api.DeliverPolicy.LAST_PER_SUBJECT
+            ),
             f"presence of {channel!r}",
         )
         now, members = time.time(), {}
         for msg in messages:
             expires, _, info = msg.data.partition(b" ")
             if float(expires) > now:  # a worker that died stops refreshing: it expires
-                members[_untoken(msg.subject.rsplit(".", 1)[1])] = info
+                members[untoken(msg.subject.rsplit(".", 1)[1])] = info
         return members
 
     async def _guarded(self, awaitable: Awaitable[Any], what: str) -> Any:
@@ -415,17 +389,20 @@ class NatsBackend:
         except (NatsError, OSError, TimeoutError) as exc:
             raise BackendUnavailable(f"{what} failed: {exc!r}") from exc
 
+    def _js(self) -> JetStreamContext:
+        return self._client().jetstream(timeout=self.publish_timeout)
+
     def _client(self) -> Client:
         if self._nc is None:
             raise RuntimeError("NatsBackend is not started: use it as 'async with'")
         return self._nc
 
     def _subject(self, channel: str) -> str:
-        return f"{self.prefix}.in.{_token(channel)}"
+        return f"{self.prefix}.in.{token(channel)}"
 
     def _presence_subject(self, channel: str, member: str) -> str:
-        token = member if member == "*" else _token(member)
-        return f"{self.prefix}.presence.{_token(channel)}.{token}"
+        who = member if member == "*" else token(member)
+        return f"{self.prefix}.presence.{token(channel)}.{who}"
 
     async def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):  # NATS dropped some: the rooms must catch up
@@ -466,13 +443,3 @@ class NatsBackend:
                 self.on_listener_state(up)
             except Exception:
                 logger.exception("on_listener_state hook raised; ignoring it")
-
-
-def _token(name: str) -> str:
-    """A room or member name as one subject token (any text, no '.', '*', '>' issues)."""
-    return "_" + base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _untoken(token: str) -> str:
-    raw = token[1:]
-    return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
