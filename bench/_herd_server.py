@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from asgi_rt import ConnectionManager, drain_on_signal
+from asgi_rt import Connection, ConnectionManager, drain_on_signal
 
 manager = ConnectionManager()
 _window = os.environ.get("HERD_DRAIN_WINDOW")
@@ -33,6 +33,9 @@ class _NoHint:
 
     def __len__(self) -> int:
         return len(manager)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(manager)
 
     async def close_all(self, code: int, reason: str, *, window: float, timeout: float) -> None:
         await manager.close_all(code, reason, window=window, timeout=timeout, retry_hint=False)

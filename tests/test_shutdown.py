@@ -85,6 +85,40 @@ async def test_sigterm_closes_every_connection_cleanly(
     assert len({round(at, 2) for at in times}) >= 10
 
 
+async def test_a_connection_opened_during_the_drain_is_closed_by_it() -> None:
+    """The server still accepts during the window; the drain closes those late ones too
+    (before, uvicorn's own sweep did, when it saw them: 1012 without a reason)."""
+    port = free_port()
+    env = {**os.environ, "ASGI_RT_TEST_DRAIN_WINDOW": "2.0"}
+    server = spawn_uvicorn("tests._rooms_app:app", port, env=env, stderr=subprocess.PIPE)
+    try:
+        await await_for(lambda: listening(port), 20, "uvicorn")
+        held = [await _joined(port, i) for i in range(50)]
+        closes = [asyncio.ensure_future(close_of(ws, 30)) for ws in held]
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.wait(closes, return_when=asyncio.FIRST_COMPLETED), 20)
+        late = await _joined(port, 0)  # the drain has begun; the window is still open
+        late_close = await close_of(late, 30)
+        await asyncio.wait_for(asyncio.gather(*closes), 30)
+        await await_for(lambda: server.poll() is not None, 30, "uvicorn to exit")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+    stderr = server.stderr.read().decode() if server.stderr else ""
+    if server.stderr is not None:
+        server.stderr.close()
+    assert late_close == (1012, "service restart")
+    assert {close.result()[0] for close in closes} == {1012}
+    assert "Traceback" not in stderr, stderr[-2000:]
+
+
+async def _joined(port: int, i: int) -> websockets.ClientConnection:
+    ws = await websockets.connect(f"ws://127.0.0.1:{port}/ws/room{i % 10}")
+    await ws.recv()  # {"type": "joined", ...}: it is a member now
+    return ws
+
+
 async def _timed_close(ws: websockets.ClientConnection) -> tuple[int | None, str, float]:
     code, reason = await close_of(ws, 30)
     return code, reason, time.monotonic()

@@ -45,6 +45,28 @@ async def test_a_signal_closes_connections_then_reaches_the_servers_handler() ->
     assert handed_over in ([(signal.SIGTERM, [])], [(signal.SIGTERM, ["closed"])])  # after
 
 
+async def test_a_connection_opened_after_the_hand_over_is_closed_too() -> None:
+    """uvicorn closes the connections it knows of once, then waits for every one to end;
+    one accepted in the same loop turn as that sweep (a herd coming back as the drain ends)
+    escaped it and kept the server up forever. The drain closes it."""
+    manager, handed_over = ConnectionManager(), []
+    original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))
+    try:
+        async with manager, drain_on_signal(manager, window=0.05):
+            signal.raise_signal(signal.SIGTERM)
+            await await_for(lambda: handed_over != [], what="the server's handler")
+            with anyio.fail_after(10):  # before the fix it stayed open
+                async with websocket_session(hold_app(manager), "/ws") as ws:
+                    message = await ws.receive()
+    finally:
+        signal.signal(signal.SIGTERM, original)
+    assert (message["type"], message["code"], message["reason"]) == (
+        "websocket.close",
+        1012,
+        "service restart",
+    )
+
+
 async def test_a_second_signal_hands_over_at_once_and_later_ones_are_not_swallowed() -> None:
     manager, handed_over = ConnectionManager(), []
     original = signal.signal(signal.SIGTERM, lambda sig, frame: handed_over.append(sig))

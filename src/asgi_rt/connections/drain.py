@@ -31,6 +31,8 @@ __all__ = ["drain_on_signal"]
 
 logger = logging.getLogger("asgi_rt.connections")
 
+LATECOMER_POLL = 0.05  # seconds between looks for connections opened after the drain
+
 
 @asynccontextmanager
 async def drain_on_signal(
@@ -66,6 +68,10 @@ async def drain_on_signal(
     ``loop.add_signal_handler`` sees the signal at once, and the drain runs alongside its
     shutdown instead of before it. New connections are still accepted during the window:
     have the load balancer stop sending traffic first (e.g. a failing readiness probe).
+    Those are closed (``code``, ``reason``, no retry hint) at the end of the drain, and so
+    is any that registers after it until the block ends, every 50 ms: a server that closed
+    its connections once and waits for all of them to end (uvicorn) never waits for one it
+    missed.
     """
     if window < 0:
         raise ValueError(f"window must be >= 0, got {window!r}")
@@ -130,8 +136,27 @@ async def _drain_then_hand_over(
     logger.info("draining %d connections over %.1f s before shutdown", len(manager), window)
     try:
         await manager.close_all(code, reason, window=window, timeout=timeout)
+        await _close_latecomers(manager, code, reason, timeout)
     finally:
         relay.hand_over(relay.first or signal.SIGTERM, None)
+    # Until the lifespan ends. uvicorn closes the connections it knows of once, then waits
+    # (without limit by default) for every connection to end; one it accepted in the same
+    # loop turn as that sweep, which a herd coming back at the end of the drain makes
+    # likely, escapes it and would keep the server up forever. No event says a connection
+    # arrived, hence the poll.
+    while True:
+        await anyio.sleep(LATECOMER_POLL)
+        await _close_latecomers(manager, code, reason, timeout)
+
+
+async def _close_latecomers(
+    manager: ConnectionManager, code: int, reason: str, timeout: float
+) -> None:
+    """Close the connections not asked to close yet: those opened since the drain began."""
+    late = sum(1 for conn in manager if conn.state == "open")
+    if late:
+        logger.info("closing %d connections opened during the drain", late)
+        await manager.close_all(code, reason, timeout=timeout)
 
 
 def _hand_over(sig: int, frame: FrameType | None, old: Any) -> None:
