@@ -106,3 +106,15 @@ async def test_a_restart_with_the_store_wiped_starts_a_new_epoch(fresh_nats: Nat
             await backend.history("room", before.seq, epoch=before.epoch)
         assert gap.value.reason == "epoch changed"
         assert (await _items(backend, 1))[0] == after
+
+
+async def test_workers_opening_a_room_at_once_agree_on_its_epoch(nats_server: NatsServer) -> None:
+    async with (
+        NatsBackend(nats_server.url, prefix="open") as one,
+        NatsBackend(nats_server.url, prefix="open") as two,
+    ):
+        for i in range(10):
+            joined = await asyncio.gather(one.position(f"j{i}"), two.position(f"j{i}"))
+            assert joined[0] == joined[1], joined
+            sent = await asyncio.gather(one.publish(f"p{i}", b"a"), two.publish(f"p{i}", b"b"))
+            assert sorted(p.seq for p in sent) == [1, 2] and sent[0].epoch == sent[1].epoch
