@@ -24,6 +24,8 @@ PUBLIC_MODULES = [
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
     "asgi_rt.backends.nats",
+    "asgi_rt.backends.wire",
+    "asgi_rt.rooms",
     "asgi_rt.sse",
     "asgi_rt.testing",
     "asgi_rt.types",
@@ -53,6 +55,13 @@ def test_errors_carry_code_and_reason() -> None:
     assert isinstance(err, asgi_rt.ProtocolViolation)
     assert isinstance(err, asgi_rt.AsgiRtError)
     assert "code=1009" in repr(err)
+
+
+def test_only_errors_about_closing_carry_a_close_code() -> None:
+    assert (asgi_rt.RequestFailed("no ack").code, asgi_rt.HistoryGap().code) == (None, None)
+    assert (asgi_rt.PoolExhausted().code, asgi_rt.OutboxFull().code) == (None, None)
+    assert asgi_rt.RequestFailed("no ack").reason == "request failed"
+    assert (asgi_rt.Forbidden("join", "r").code, asgi_rt.InvalidData().code) == (1008, 1007)
 
 
 def test_dashboard_command_prints_importable_json(capsys: pytest.CaptureFixture[str]) -> None:

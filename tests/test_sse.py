@@ -266,7 +266,7 @@ async def test_a_source_waits_for_a_reader_that_stopped_reading(
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.sendall(b"GET /tokens?count=100000&pad=16384 HTTP/1.1\r\nHost: x\r\n\r\n")
     try:
-        await await_for(lambda: any(c._sender._busy for c in harness.rooms), what="a full pipe")
+        await await_for(lambda: any(c.busy for c in harness.rooms), what="a full pipe")
         conn = next(iter(harness.rooms))
         assert conn.queued == 0  # the source waits instead of queueing: nothing overflows
         assert harness.source_sent < 400  # what the socket buffers hold, not 100000

@@ -29,7 +29,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Exemplar
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["Families", "HistogramChild"]
+__all__ = [
+    "CounterChild", "CounterFamily", "Families", "FastFamily", "GaugeChild", "GaugeFamily",
+    "HistogramChild", "HistogramFamily",
+]  # fmt: skip
 
 
 class HistogramChild(Protocol):
@@ -43,6 +46,20 @@ class CounterChild(Protocol):
 class GaugeChild(Protocol):
     def inc(self, amount: float = 1) -> None: ...
     def dec(self, amount: float = 1) -> None: ...
+
+
+class HistogramFamily(Protocol):
+    """A histogram: one child per label values, bound once (per connection), not per frame."""
+
+    def labels(self, *values: str) -> HistogramChild: ...
+
+
+class CounterFamily(Protocol):
+    def labels(self, *values: str) -> CounterChild: ...
+
+
+class GaugeFamily(Protocol):
+    def labels(self, *values: str) -> GaugeChild: ...
 
 
 class _Histogram:
@@ -77,7 +94,9 @@ class _Value:
         self.value -= amount
 
 
-class _Family:
+class FastFamily:
+    """One in-process family; ``functions`` add samples read at scrape time."""
+
     def __init__(self, kind: str, name: str, doc: str, labels: Sequence[str],
                  bounds: tuple[float, ...] = ()) -> None:  # fmt: skip
         self.kind, self.name, self.doc = kind, name, doc
@@ -121,7 +140,7 @@ class _Family:
 
 
 class _Collector(Collector):
-    def __init__(self, families: list[_Family]) -> None:
+    def __init__(self, families: list[FastFamily]) -> None:
         self._families = families
 
     def collect(self) -> Iterator[Metric]:
@@ -139,48 +158,45 @@ class Families:
     def __init__(self, registry: CollectorRegistry, *, multiprocess: bool) -> None:
         self.registry = registry
         self.multiprocess = multiprocess
-        self._fast: list[_Family] = []
+        self._fast: list[FastFamily] = []
 
     def histogram(
         self, name: str, doc: str, labels: Sequence[str], buckets: Sequence[float]
-    ) -> Any:
+    ) -> HistogramFamily:
         if self.multiprocess:
-            return _labelled(
-                prometheus_client.Histogram(
-                    name, doc, labels, registry=self.registry, buckets=tuple(buckets)
-                ),
-                labels,
+            metric = prometheus_client.Histogram(
+                name, doc, labels, registry=self.registry, buckets=tuple(buckets)
             )
-        return self._add(_Family("histogram", name, doc, labels, tuple(buckets)))
+            histogram: HistogramFamily = _labelled(metric, labels)
+            return histogram
+        return self._add(FastFamily("histogram", name, doc, labels, tuple(buckets)))
 
-    def counter(self, name: str, doc: str, labels: Sequence[str]) -> Any:
+    def counter(self, name: str, doc: str, labels: Sequence[str]) -> CounterFamily:
         if self.multiprocess:
-            return _labelled(
-                prometheus_client.Counter(name, doc, labels, registry=self.registry), labels
-            )
-        return self._add(_Family("counter", name.removesuffix("_total"), doc, labels))
+            metric = prometheus_client.Counter(name, doc, labels, registry=self.registry)
+            counter: CounterFamily = _labelled(metric, labels)
+            return counter
+        return self._add(FastFamily("counter", name.removesuffix("_total"), doc, labels))
 
-    def gauge(self, name: str, doc: str, labels: Sequence[str], mode: str = "livesum") -> Any:
+    def gauge(
+        self, name: str, doc: str, labels: Sequence[str], mode: str = "livesum"
+    ) -> GaugeFamily:
         """A gauge; ``mode`` is how multiprocess mode combines the workers' values."""
         if self.multiprocess:
-            return _labelled(
-                prometheus_client.Gauge(
-                    name,
-                    doc,
-                    labels,
-                    registry=self.registry,
-                    multiprocess_mode=mode,  # type: ignore[arg-type]  # it checks the value
-                ),
-                labels,
-            )
-        return self._add(_Family("gauge", name, doc, labels))
+            metric = prometheus_client.Gauge(
+                name, doc, labels, registry=self.registry,
+                multiprocess_mode=mode,  # type: ignore[arg-type]  # it checks the value
+            )  # fmt: skip
+            gauge: GaugeFamily = _labelled(metric, labels)
+            return gauge
+        return self._add(FastFamily("gauge", name, doc, labels))
 
     def register(self) -> None:
         """Register the fast families (after all are made, so duplicates are caught)."""
         if self._fast:
             self.registry.register(_Collector(self._fast))
 
-    def _add(self, family: _Family) -> _Family:
+    def _add(self, family: FastFamily) -> FastFamily:
         self._fast.append(family)
         return family
 

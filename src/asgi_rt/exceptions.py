@@ -1,7 +1,10 @@
 """Errors raised by asgi_rt.
 
-Every error derives from :class:`AsgiRtError` and carries the WebSocket close
-``code`` and ``reason`` (RFC 6455 section 7.4) that the condition maps to::
+Every error derives from :class:`AsgiRtError` and carries a short ``reason``. Errors
+about closing (or refusing) a connection also carry the WebSocket close ``code``
+(RFC 6455 section 7.4) it was or should be closed with; the others (a request without
+an ack, a pool or outbox without room, a history gap) have ``code`` ``None``, as in
+``websockets.exceptions`` only ``ConnectionClosed`` has one::
 
     AsgiRtError
     ├── ConnectionClosed        the connection is closed; sending to it is pointless (code, reason)
@@ -53,12 +56,14 @@ class AsgiRtError(Exception):
     """Root of every error asgi_rt raises on purpose.
 
     Attributes:
-        code: the WebSocket close code the condition maps to.
-        reason: a short, client-safe close reason (at most 123 bytes of UTF-8).
+        code: the WebSocket close code the condition maps to, or ``None`` for an error
+            that is not about closing a connection.
+        reason: a short, client-safe reason (at most 123 bytes of UTF-8).
     """
 
-    default_code = 1011
+    default_code: int | None = 1011
     default_reason = "internal error"
+    code: int | None
 
     def __init__(self, message: str = "", *, code: int | None = None, reason: str | None = None):
         self.code = self.default_code if code is None else code
@@ -86,14 +91,14 @@ class DuplicateConnectionId(AsgiRtError):
 class RequestFailed(AsgiRtError):
     """A ``conn.request`` got no ack in time, or too many were already pending."""
 
-    default_code = 1000
+    default_code = None
     default_reason = "request failed"
 
 
 class PoolExhausted(AsgiRtError):
     """A ``ClientPool`` could not lend a connection: timeout, too many waiters, or closed."""
 
-    default_code = 1013
+    default_code = None
     default_reason = "no connection available"
 
 
@@ -150,7 +155,7 @@ class ClientGaveUp(AsgiRtError):
 class OutboxFull(AsgiRtError):
     """``ResilientClient.send`` while disconnected, with ``outbox_size`` messages waiting."""
 
-    default_code = 1013
+    default_code = None
     default_reason = "outbox full"
 
 
@@ -159,7 +164,7 @@ class HistoryGap(AsgiRtError):
 
     ``reason`` says which ("trimmed", "epoch changed", "unknown position")."""
 
-    default_code = 1000
+    default_code = None
     default_reason = "history unavailable"
 
 
@@ -205,7 +210,8 @@ class PublishOutcomeUnknown(BackendUnavailable):
 class ProtocolViolation(AsgiRtError):
     """The peer broke a limit; the connection has been closed with ``code``."""
 
-    default_code = 1008
+    default_code: int = 1008
+    code: int
     default_reason = "policy violation"
 
 

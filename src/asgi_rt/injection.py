@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from starlette.requests import HTTPConnection
 
 from .connections.manager import ConnectionManager
-from .connections.rooms import RoomManager
+from .rooms import RoomManager
 
 __all__ = ["DEFAULT_STATE_NAME", "get_manager", "get_rooms", "manager_dependency", "provide"]
 

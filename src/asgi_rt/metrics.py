@@ -12,7 +12,7 @@ import os
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -20,7 +20,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._families import Families
+from ._families import CounterFamily, Families, FastFamily, GaugeFamily, HistogramFamily
+from .backends.base import Backend, ListenerHealth
+
+if TYPE_CHECKING:
+    from .connections.manager import ConnectionManager
+    from .rooms import RoomManager
 
 __all__ = [
     "CLOSE_CODES",
@@ -58,177 +63,6 @@ def _multiprocess_enabled() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-# attribute, kind, name (after the asgi_rt_ prefix), help, labels, buckets
-_METRICS: tuple[tuple[str, str, str, str, tuple[str, ...], tuple[float, ...]], ...] = (
-    ("connections_active", "gauge", "connections_active", "Open WebSockets.", ("route",), ()),
-    (
-        "connections_total",
-        "counter",
-        "connections_total",
-        "Handshakes by outcome (accepted, rejected).",
-        ("route", "outcome"),
-        (),
-    ),
-    (
-        "handshake_duration",
-        "histogram",
-        "handshake_duration_seconds",
-        "Handshake start to accept or denial.",
-        ("route",),
-        TIME_BUCKETS,
-    ),
-    (
-        "connection_duration",
-        "histogram",
-        "connection_duration_seconds",
-        "Accept to close.",
-        ("route",),
-        DURATION_BUCKETS,
-    ),
-    (
-        "disconnects",
-        "counter",
-        "disconnects_total",
-        "Closes by initiator and close code.",
-        ("route", "initiator", "code"),
-        (),
-    ),
-    (
-        "messages",
-        "counter",
-        "messages_total",
-        "Frames (SSE: events) by direction and type.",
-        ("route", "direction", "type"),
-        (),
-    ),
-    (
-        "message_size",
-        "histogram",
-        "message_size_bytes",
-        "Frame payload size.",
-        ("route", "direction"),
-        SIZE_BUCKETS,
-    ),
-    (
-        "message_processing",
-        "histogram",
-        "message_processing_seconds",
-        "A received frame to the app's next receive.",
-        ("route",),
-        TIME_BUCKETS,
-    ),
-    (
-        "send_duration",
-        "histogram",
-        "send_duration_seconds",
-        "Time inside send: transport backpressure.",
-        ("route",),
-        TIME_BUCKETS,
-    ),
-    (
-        "queue_wait",
-        "histogram",
-        "queue_wait_seconds",
-        "Enqueued behind a pending send until written.",
-        (),
-        TIME_BUCKETS,
-    ),
-    ("queue_depth", "gauge", "queue_depth", "Messages queued behind pending sends.", (), ()),
-    (
-        "messages_dropped",
-        "counter",
-        "messages_dropped_total",
-        "Messages dropped by the overflow policy.",
-        ("reason",),
-        (),
-    ),
-    (
-        "slow_consumer_disconnects",
-        "counter",
-        "slow_consumer_disconnects_total",
-        "Connections closed 1013 (queue or send timeout).",
-        (),
-        (),
-    ),
-    (
-        "auth_failures",
-        "counter",
-        "auth_failures_total",
-        "Authentication failures.",
-        ("reason",),
-        (),
-    ),
-    (
-        "authorization_denials",
-        "counter",
-        "authorization_denials_total",
-        "RoomManager authorize refusals (a raising hook counts as one).",
-        ("action",),
-        (),
-    ),
-    (
-        "handshake_rejections",
-        "counter",
-        "handshake_rejections_total",
-        "Handshakes refused before accept.",
-        ("reason",),
-        (),
-    ),
-    ("rooms_active", "gauge", "rooms_active", "Rooms with a local member.", (), ()),
-    (
-        "backplane_publish",
-        "histogram",
-        "backplane_publish_seconds",
-        "Backplane publish latency.",
-        (),
-        TIME_BUCKETS,
-    ),
-    (
-        "backplane_lag",
-        "histogram",
-        "backplane_lag_seconds",
-        "Publish to local delivery.",
-        (),
-        TIME_BUCKETS,
-    ),
-    (
-        "backplane_listener_up",
-        "gauge",
-        "backplane_listener_up",
-        "1 while the backplane listener is connected.",
-        (),
-        (),
-    ),
-    (
-        "heartbeat_closes",
-        "counter",
-        "heartbeat_closes_total",
-        "Closes by the app-level heartbeat or idle timeout.",
-        ("reason",),
-        (),
-    ),
-    (
-        "event_loop_lag",
-        "histogram",
-        "event_loop_lag_seconds",
-        "How late a periodic timer fired.",
-        (),
-        TIME_BUCKETS,
-    ),
-    (
-        "backplane_reconnects",
-        "counter",
-        "backplane_reconnects_total",
-        "Backplane listener reconnections.",
-        (),
-        (),
-    ),
-)
-
-# how multiprocess mode combines the workers' gauges, where a sum is not the answer
-_GAUGE_MODES = {"backplane_listener_up": ("livemin",)}
-
-
 class Metrics:
     """The asgi_rt metric families in one registry.
 
@@ -242,44 +76,115 @@ class Metrics:
         ValueError: the registry already holds asgi_rt metrics (share one ``Metrics``).
     """
 
-    connections_active: Any  # gauge
-    connections_total: Any  # counter
-    handshake_duration: Any  # histogram
-    connection_duration: Any  # histogram
-    disconnects: Any  # counter
-    messages: Any  # counter
-    message_size: Any  # histogram
-    message_processing: Any  # histogram
-    send_duration: Any  # histogram
-    queue_wait: Any  # histogram
-    queue_depth: Any  # gauge
-    messages_dropped: Any  # counter
-    slow_consumer_disconnects: Any  # counter
-    auth_failures: Any  # counter
-    authorization_denials: Any  # counter
-    handshake_rejections: Any  # counter
-    rooms_active: Any  # gauge
-    backplane_publish: Any  # histogram
-    backplane_lag: Any  # histogram
-    backplane_listener_up: Any  # gauge
-    heartbeat_closes: Any  # counter
-    event_loop_lag: Any  # histogram
-    backplane_reconnects: Any  # counter
-
     def __init__(
         self, registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
         self.multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
-        families = Families(self.registry, multiprocess=self.multiprocess)
-        for attribute, kind, name, doc, labels, buckets in _METRICS:
-            make = getattr(families, kind)
-            extra = (buckets,) if kind == "histogram" else _GAUGE_MODES.get(attribute, ())
-            setattr(self, attribute, make("asgi_rt_" + name, doc, list(labels), *extra))
-        self._managers: weakref.WeakSet[Any] = weakref.WeakSet()
-        families.register()
+        f = Families(self.registry, multiprocess=self.multiprocess)
+        self.connections_active: GaugeFamily = f.gauge(
+            "asgi_rt_connections_active", "Open WebSockets.", ["route"]
+        )
+        self.connections_total: CounterFamily = f.counter(
+            "asgi_rt_connections_total",
+            "Handshakes by outcome (accepted, rejected).",
+            ["route", "outcome"],
+        )
+        self.handshake_duration: HistogramFamily = f.histogram(
+            "asgi_rt_handshake_duration_seconds",
+            "Handshake start to accept or denial.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.connection_duration: HistogramFamily = f.histogram(
+            "asgi_rt_connection_duration_seconds", "Accept to close.", ["route"], DURATION_BUCKETS
+        )
+        self.disconnects: CounterFamily = f.counter(
+            "asgi_rt_disconnects_total",
+            "Closes by initiator and close code.",
+            ["route", "initiator", "code"],
+        )
+        self.messages: CounterFamily = f.counter(
+            "asgi_rt_messages_total",
+            "Frames (SSE: events) by direction and type.",
+            ["route", "direction", "type"],
+        )
+        self.message_size: HistogramFamily = f.histogram(
+            "asgi_rt_message_size_bytes",
+            "Frame payload size.",
+            ["route", "direction"],
+            SIZE_BUCKETS,
+        )
+        self.message_processing: HistogramFamily = f.histogram(
+            "asgi_rt_message_processing_seconds",
+            "A received frame to the app's next receive.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.send_duration: HistogramFamily = f.histogram(
+            "asgi_rt_send_duration_seconds",
+            "Time inside send: transport backpressure.",
+            ["route"],
+            TIME_BUCKETS,
+        )
+        self.queue_wait: HistogramFamily = f.histogram(
+            "asgi_rt_queue_wait_seconds",
+            "Enqueued behind a pending send until written.",
+            [],
+            TIME_BUCKETS,
+        )
+        self.queue_depth: GaugeFamily = f.gauge(
+            "asgi_rt_queue_depth", "Messages queued behind pending sends.", []
+        )
+        self.messages_dropped: CounterFamily = f.counter(
+            "asgi_rt_messages_dropped_total", "Messages dropped by the overflow policy.", ["reason"]
+        )
+        self.slow_consumer_disconnects: CounterFamily = f.counter(
+            "asgi_rt_slow_consumer_disconnects_total",
+            "Connections closed 1013 (queue or send timeout).",
+            [],
+        )
+        self.auth_failures: CounterFamily = f.counter(
+            "asgi_rt_auth_failures_total", "Authentication failures.", ["reason"]
+        )
+        self.authorization_denials: CounterFamily = f.counter(
+            "asgi_rt_authorization_denials_total",
+            "RoomManager authorize refusals (a raising hook counts as one).",
+            ["action"],
+        )
+        self.handshake_rejections: CounterFamily = f.counter(
+            "asgi_rt_handshake_rejections_total", "Handshakes refused before accept.", ["reason"]
+        )
+        self.rooms_active: GaugeFamily = f.gauge(
+            "asgi_rt_rooms_active", "Rooms with a local member.", []
+        )
+        self.backplane_publish: HistogramFamily = f.histogram(
+            "asgi_rt_backplane_publish_seconds", "Backplane publish latency.", [], TIME_BUCKETS
+        )
+        self.backplane_lag: HistogramFamily = f.histogram(
+            "asgi_rt_backplane_lag_seconds", "Publish to local delivery.", [], TIME_BUCKETS
+        )
+        self.backplane_listener_up: GaugeFamily = f.gauge(
+            "asgi_rt_backplane_listener_up",
+            "1 while the backplane listener is connected.",
+            [],
+            mode="livemin",
+        )
+        self.heartbeat_closes: CounterFamily = f.counter(
+            "asgi_rt_heartbeat_closes_total",
+            "Closes by the app-level heartbeat or idle timeout.",
+            ["reason"],
+        )
+        self.event_loop_lag: HistogramFamily = f.histogram(
+            "asgi_rt_event_loop_lag_seconds", "How late a periodic timer fired.", [], TIME_BUCKETS
+        )
+        self.backplane_reconnects: CounterFamily = f.counter(
+            "asgi_rt_backplane_reconnects_total", "Backplane listener reconnections.", []
+        )
+        self._managers: weakref.WeakSet[ConnectionManager] = weakref.WeakSet()
+        f.register()
 
-    def watch(self, manager: Any) -> None:
+    def watch(self, manager: ConnectionManager) -> None:
         """Export a ConnectionManager's queue depth, drops and slow-consumer closes.
 
         Read from ``manager.stats()`` at scrape time and summed over every watched
@@ -289,10 +194,11 @@ class Metrics:
         """
         if not self.multiprocess and not self._managers:
             for family, values in self._exported():
-                family.functions.append(partial(self._sum_over_managers, values))
+                if isinstance(family, FastFamily):  # always, outside multiprocess mode
+                    family.functions.append(partial(self._sum_over_managers, values))
         self._managers.add(manager)
 
-    def _exported(self) -> list[tuple[Any, Callable[[list[Any]], Samples]]]:
+    def _exported(self) -> list[tuple[CounterFamily | GaugeFamily, Read]]:
         """Each family read from managers' stats, and the function that reads it."""
         return [
             (self.queue_depth, _depth), (self.messages_dropped, _drops),
@@ -301,10 +207,10 @@ class Metrics:
             (self.backplane_reconnects, _reconnects), (self.heartbeat_closes, _heartbeat_closes),
         ]  # fmt: skip
 
-    def _sum_over_managers(self, values: Callable[[list[Any]], Samples]) -> Samples:
+    def _sum_over_managers(self, values: Read) -> Samples:
         return values(list(self._managers))
 
-    async def export_forever(self, manager: Any, interval: float = 1.0) -> None:
+    async def export_forever(self, manager: ConnectionManager, interval: float = 1.0) -> None:
         """Multiprocess mode: write ``manager``'s queue depth, drops, slow-consumer closes,
         rooms and backplane state every ``interval`` seconds (as increments, so several
         managers and workers add up). A manager runs this while it is entered."""
@@ -328,9 +234,10 @@ class Metrics:
 
 
 Samples = list[tuple[tuple[str, ...], float]]
+Read = Callable[[list["ConnectionManager"]], Samples]
 
 
-def _heartbeat_closes(managers: list[Any]) -> Samples:
+def _heartbeat_closes(managers: list[ConnectionManager]) -> Samples:
     stats = [m.stats() for m in managers]
     return [
         (("idle_timeout",), float(sum(s.idle_timeouts for s in stats))),
@@ -338,32 +245,40 @@ def _heartbeat_closes(managers: list[Any]) -> Samples:
     ]
 
 
-def _backends(managers: list[Any]) -> list[Any]:
-    return [m.backend for m in managers if hasattr(m, "backend")]
+def _room_managers(managers: list[ConnectionManager]) -> list[RoomManager]:
+    from .rooms import RoomManager  # imported here: it imports this module's users
+
+    return [m for m in managers if isinstance(m, RoomManager)]
 
 
-def _rooms(managers: list[Any]) -> Samples:
-    rooms = [m for m in managers if hasattr(m, "rooms")]
+def _backends(managers: list[ConnectionManager]) -> list[Backend]:
+    return [m.backend for m in _room_managers(managers)]
+
+
+def _rooms(managers: list[ConnectionManager]) -> Samples:
+    rooms = _room_managers(managers)
     return [((), float(sum(len(m.rooms()) for m in rooms)))] if rooms else []
 
 
-def _listener_up(managers: list[Any]) -> Samples:
+def _listener_up(managers: list[ConnectionManager]) -> Samples:
     backends = _backends(managers)
     if not backends:
         return []
-    return [((), float(min(int(getattr(b, "listener_up", True)) for b in backends)))]
+    up = (b.listener_up if isinstance(b, ListenerHealth) else True for b in backends)
+    return [((), float(min(int(u) for u in up)))]
 
 
-def _reconnects(managers: list[Any]) -> Samples:
+def _reconnects(managers: list[ConnectionManager]) -> Samples:
     backends = _backends(managers)
-    return [((), float(sum(getattr(b, "reconnects", 0) for b in backends)))] if backends else []
+    counts = (b.reconnects if isinstance(b, ListenerHealth) else 0 for b in backends)
+    return [((), float(sum(counts)))] if backends else []
 
 
-def _depth(managers: list[Any]) -> Samples:
+def _depth(managers: list[ConnectionManager]) -> Samples:
     return [((), float(sum(c.queued for m in managers for c in m)))]
 
 
-def _drops(managers: list[Any]) -> Samples:
+def _drops(managers: list[ConnectionManager]) -> Samples:
     totals = dict.fromkeys(("drop_oldest", "drop_newest", "coalesced", "closed"), 0.0)
     for manager in managers:
         s = manager.stats()
@@ -374,7 +289,7 @@ def _drops(managers: list[Any]) -> Samples:
     return [((reason,), value) for reason, value in totals.items()]
 
 
-def _slow(managers: list[Any]) -> Samples:
+def _slow(managers: list[ConnectionManager]) -> Samples:
     stats = [m.stats() for m in managers]
     return [((), float(sum(s.slow_consumer_disconnects + s.send_timeouts for s in stats)))]
 

@@ -27,8 +27,8 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from .connections.connection import Connection
-from .connections.rooms import RoomManager
 from .messages import Router
+from .rooms import RoomManager
 
 __all__ = ["RoomRequest", "room_handlers"]
 

@@ -37,11 +37,12 @@ from starlette.websockets import WebSocketState
 
 from .backends.base import PositionStore
 from .connections._encode import Frame, compact_dumps
-from .connections._roomframe import RoomFrame, room_notice
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
-from .connections.rooms import RoomManager
+from .connections.state import ConnectionState
 from .exceptions import Forbidden
+from .rooms import RoomManager
+from .rooms._frames import RoomFrame, room_notice
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
 
@@ -213,13 +214,13 @@ class EventStream:
     async def write(self, body: bytes) -> None:
         await self._asgi_send({"type": "http.response.body", "body": body, "more_body": True})
 
-    async def _send(self, message: Message) -> None:
-        """The data path (``Connection`` sends data frames here)."""
+    async def send_data(self, message: Message) -> None:
+        """The data path (``Connection`` sends data frames here): one message, one event."""
         await self.write(self.encode(message))
 
     async def send(self, message: Message) -> None:
         if message["type"] != "websocket.close":
-            await self._send(message)
+            await self.send_data(message)
             return
         self.application_state = WebSocketState.DISCONNECTED
         close = {"code": message.get("code", 1000), "reason": message.get("reason", "")}
@@ -232,8 +233,6 @@ class EventStream:
             if message["type"] == "http.disconnect":
                 self.application_state = WebSocketState.DISCONNECTED
                 return {"type": "websocket.disconnect", "code": 1001}
-
-    _receive = receive
 
     def encode(self, message: Message) -> bytes:
         """One message as one event, encoded once per message and shared by every member."""
@@ -269,11 +268,10 @@ HEARTBEAT = _preframed(format_event(comment="ping"))
 
 async def _beat(conn: Connection, interval: float) -> None:
     """A comment every ``interval`` s in which nothing else was on its way."""
-    sender = conn._sender
     while True:
         await anyio.sleep(interval)
-        if conn.state == "open" and not sender._busy:
-            sender.deliver(HEARTBEAT, 0)
+        if conn.state is ConnectionState.OPEN and not conn.busy:
+            conn.deliver(HEARTBEAT, 0)
 
 
 async def _pump(conn: Connection, source: AsyncIterable[Any]) -> None:
@@ -283,9 +281,9 @@ async def _pump(conn: Connection, source: AsyncIterable[Any]) -> None:
         await _pump_items(conn, source)
     except Exception:
         logger.exception("the event source of SSE connection %s raised", conn.id)
-        conn._sender.request_close(1011, "internal error", drain=True)
+        conn.request_close(1011, "internal error", drain=True)
     else:
-        conn._sender.request_close(1000, "", drain=True)
+        conn.request_close(1000, "", drain=True)
 
 
 async def _pump_items(conn: Connection, source: AsyncIterable[Any]) -> None:
@@ -294,10 +292,10 @@ async def _pump_items(conn: Connection, source: AsyncIterable[Any]) -> None:
         if isinstance(iterator, AsyncGenerator):
             await stack.enter_async_context(aclosing(iterator))
         async for item in iterator:
-            if conn.state != "open":
+            if conn.state is not ConnectionState.OPEN:
                 return
             if isinstance(item, ServerSentEvent):
-                conn._sender.deliver(_preframed(_reframe(item)), 0)
+                conn.deliver(_preframed(_reframe(item)), 0)
             else:
                 await conn.send(item)
             await conn.wait_flushed()

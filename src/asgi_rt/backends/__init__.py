@@ -14,6 +14,7 @@ from .base import (
     Resync,
 )
 from .memory import MemoryBackend
+from .wire import RoomMessage
 
 __all__ = [
     "Backend",
@@ -26,6 +27,7 @@ __all__ = [
     "PublishNotApplied",
     "PublishOutcomeUnknown",
     "Resync",
+    "RoomMessage",
     "make_backend",
 ]
 

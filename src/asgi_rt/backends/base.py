@@ -24,6 +24,7 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "HistoryGap",
+    "ListenerHealth",
     "PositionStore",
     "PresenceStore",
     "Publication",
@@ -133,6 +134,19 @@ class PositionStore(Protocol):
         """``(last seq, epoch)``. A channel gets its epoch here if it has none yet (its
         first join), so that a client always has an epoch to resume with."""
         ...
+
+
+@runtime_checkable
+class ListenerHealth(Protocol):
+    """A backend whose listener can be down (a network backplane): what the metrics read.
+
+    Attributes:
+        listener_up: whether the backend is subscribed and delivering right now.
+        reconnects: how many times the listener had to reconnect.
+    """
+
+    listener_up: bool
+    reconnects: int
 
 
 def check_history(

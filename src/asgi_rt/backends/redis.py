@@ -45,6 +45,7 @@ from .base import (
     Resync,
     check_history,
 )
+from .wire import unpack_numbered
 
 __all__ = ["RedisBackend"]
 
@@ -81,7 +82,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[6] == '1' then
   redis.call('SET', KEYS[5], seq .. ' ' .. epoch, 'PX', ARGV[5])
 end
-redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])
+redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])  -- wire.pack_numbered
 return {seq, epoch, 0}
 """
 
@@ -449,10 +450,8 @@ def _text(value: Any) -> str:
 
 
 def _parse(channel: str, payload: bytes) -> Publication | None:
-    epoch, _, rest = payload.partition(b" ")
-    seq, _, data = rest.partition(b" ")
     try:
-        return Publication(channel, int(seq), epoch.decode(), data)
+        return unpack_numbered(channel, payload)
     except ValueError:
         logger.warning("ignoring a malformed backplane message on %r", channel)
         return None

@@ -24,8 +24,9 @@ from anyio.abc import TaskGroup
 from starlette.types import Message
 
 from . import _inline
-from ._limits import Limits
+from ._settings import ConnectionSettings
 from .backpressure import Outbox, Pushed
+from .state import ConnectionState
 from .stats import ManagerStats
 
 __all__ = ["Sender"]
@@ -34,7 +35,7 @@ logger = logging.getLogger("asgi_rt.connections")
 
 SendCoroutine = Callable[[Message], Coroutine[Any, Any, None]]
 
-OPEN, CLOSING, CLOSED = 0, 1, 2
+OPEN, CLOSING, CLOSED = ConnectionState.OPEN, ConnectionState.CLOSING, ConnectionState.CLOSED
 
 
 class _CloseRequest:
@@ -48,16 +49,31 @@ class Sender:
     """Owns one connection's outbound path. Created and run by ``Connection``."""
 
     __slots__ = (
-        "_busy", "_close", "_close_sent", "_closed_event", "_flushed_event", "_inline",
-        "_limits", "_on_closed", "_outbox", "_pending", "_send", "_send_control", "_send_scope",
-        "_stats", "_task_group", "_writing", "peer_gone", "state",
+        "_busy",
+        "_close",
+        "_close_sent",
+        "_closed_event",
+        "_flushed_event",
+        "_inline",
+        "_on_closed",
+        "_outbox",
+        "_pending",
+        "_send",
+        "_send_control",
+        "_send_scope",
+        "_settings",
+        "_stats",
+        "_task_group",
+        "_writing",
+        "peer_gone",
+        "state",
     )  # fmt: skip
 
     def __init__(
         self,
         send: SendCoroutine,
         send_control: SendCoroutine,
-        limits: Limits,
+        settings: ConnectionSettings,
         stats: ManagerStats,
         *,
         inline: bool,
@@ -65,12 +81,14 @@ class Sender:
     ) -> None:
         self._send = send  # data frames
         self._send_control = send_control  # the close frame, through Starlette's bookkeeping
-        self._limits = limits
+        self._settings = settings
         self._stats = stats
         self._inline = inline
         self._on_closed = on_closed
         self._outbox = Outbox(
-            max_messages=limits.queue_size, max_bytes=limits.queue_bytes, overflow=limits.overflow
+            max_messages=settings.queue_size,
+            max_bytes=settings.queue_bytes,
+            overflow=settings.overflow,
         )
         self._busy = False
         self._pending: _inline.Resume | None = None
@@ -82,7 +100,7 @@ class Sender:
         self._closed_event: anyio.Event | None = None  # made only if someone waits
         self._flushed_event: anyio.Event | None = None  # likewise
         self.peer_gone = False
-        self.state = OPEN
+        self.state: ConnectionState = OPEN  # the connection's one state; only moves forward
 
     @property
     def close_code(self) -> int | None:
@@ -95,6 +113,16 @@ class Sender:
     @property
     def queued(self) -> int:
         return len(self._outbox)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a send is in flight or messages wait behind one."""
+        return self._busy
+
+    def peer_closed(self, code: int) -> None:
+        """The peer went away with ``code``: no close frame is owed to it."""
+        self.peer_gone = True
+        self.request_close(code, "", drain=False)
 
     def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
         """Send or queue ``message`` without awaiting the socket.
@@ -194,7 +222,7 @@ class Sender:
         self._close_sent = True
         request = self._close or _CloseRequest(1000, "", False)
         message = {"type": "websocket.close", "code": request.code, "reason": request.reason}
-        with anyio.move_on_after(self._limits.close_timeout):
+        with anyio.move_on_after(self._settings.close_timeout):
             try:
                 await self._send_control(message)
             except Exception:  # the peer vanished first; nothing left to tell it
@@ -226,12 +254,12 @@ class Sender:
                 return
             if not await self._await_send(self._send(message)):
                 return
-            if self._limits.queue_wait is not None:
-                self._limits.queue_wait.observe(time.perf_counter() - self._outbox.last_queued_at)
+            if self._settings.queue_wait is not None:
+                self._settings.queue_wait.observe(time.perf_counter() - self._outbox.last_queued_at)
 
     async def _await_send(self, send: Awaitable[None]) -> bool:
         """Await one send under ``send_timeout``; on failure, arrange the close and say so."""
-        with anyio.move_on_after(self._limits.send_timeout) as scope:
+        with anyio.move_on_after(self._settings.send_timeout) as scope:
             self._send_scope = scope
             try:
                 await send

@@ -6,19 +6,20 @@ Starlette's ``WebSocket`` is one; an SSE event stream (:mod:`asgi_rt.sse`) is th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from starlette.types import Message
 from starlette.websockets import WebSocketState
 
-__all__ = ["Transport"]
+__all__ = ["DataTransport", "Transport"]
 
 
 class Transport(Protocol):
     """A message transport with WebSocket semantics: accept, send, receive, close.
 
-    ``send`` takes ``websocket.send`` and ``websocket.close`` messages; ``receive`` returns
-    ``websocket.receive`` messages and finally ``websocket.disconnect``.
+    ``send`` takes ``websocket.send`` and ``websocket.close`` messages (a close is
+    expressed as a ``websocket.close`` message); ``receive`` returns ``websocket.receive``
+    messages and finally ``websocket.disconnect``.
     """
 
     application_state: WebSocketState
@@ -30,3 +31,19 @@ class Transport(Protocol):
     async def send(self, message: Message) -> None: ...
 
     async def receive(self) -> Message: ...
+
+
+@runtime_checkable
+class DataTransport(Transport, Protocol):
+    """A transport with its own wire encoding and a data path of its own.
+
+    ``send_data`` writes one ``websocket.send`` message (never a close) without the
+    checks ``send`` makes; ``encode`` is the wire form of such a message (an SSE event).
+    ``kind`` names the transport (``"sse"``); a Starlette ``WebSocket`` is ``"websocket"``.
+    """
+
+    kind: str
+
+    async def send_data(self, message: Message) -> None: ...
+
+    def encode(self, message: Message) -> bytes: ...

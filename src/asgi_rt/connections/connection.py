@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 import anyio
-from starlette.types import Message
+from anyio.abc import TaskGroup
+from starlette.websockets import WebSocketState
 
 from .._json import loads
 from ..exceptions import (
@@ -21,11 +22,13 @@ from ..exceptions import (
 from . import _sender
 from ._encode import encode
 from ._interrupt import INTERRUPTED, Interruptible
-from ._limits import Limits
 from ._requests import PendingRequests
-from ._transport import Transport
+from ._settings import ConnectionSettings
+from ._starlette import data_receive, data_send
+from ._transport import DataTransport, Transport
 from .heartbeat import is_pong
 from .ratelimit import TokenBucket
+from .state import ConnectionState
 from .stats import ManagerStats
 
 __all__ = ["Connection"]
@@ -59,11 +62,11 @@ class Connection:
         "__weakref__",
         "_bucket",
         "_invalid",
-        "_limits",
         "_pending_receive",
         "_receive",
         "_requests",
         "_sender",
+        "_settings",
         "_stats",
         "_swallow_pongs",
         "_track_activity",
@@ -81,7 +84,7 @@ class Connection:
         *,
         id: str,
         meta: dict[str, Any],
-        limits: Limits,
+        settings: ConnectionSettings,
         stats: ManagerStats,
         inline: bool,
         on_asyncio: bool,
@@ -89,22 +92,22 @@ class Connection:
         self.id = id
         self.meta = meta
         self.websocket = websocket
-        self.kind: str = getattr(websocket, "kind", "websocket")
-        self._limits = limits
+        self.kind: str = websocket.kind if isinstance(websocket, DataTransport) else "websocket"
+        self._settings = settings
         self._stats = stats
-        self._bucket = None if limits.rate_limit is None else TokenBucket(limits.rate_limit)
+        self._bucket = None if settings.rate_limit is None else TokenBucket(settings.rate_limit)
         self._invalid = 0
         self._pending_receive = Interruptible(on_asyncio=on_asyncio)
-        self._receive = _raw_receive(websocket)
-        self._swallow_pongs = limits.heartbeat
-        self._track_activity = limits.track_activity
+        self._receive = data_receive(websocket)
+        self._swallow_pongs = settings.heartbeat
+        self._track_activity = settings.track_activity
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
         self._requests: PendingRequests | None = None  # made by the first request()
         self._sender = _sender.Sender(
-            _raw_send(websocket),
+            data_send(websocket),
             websocket.send,
-            limits,
+            settings,
             stats,
             inline=inline,
             on_closed=self._cancel_receive,
@@ -114,9 +117,9 @@ class Connection:
         return f"<Connection id={self.id!r} state={self.state}>"
 
     @property
-    def state(self) -> str:
-        """``"open"``, ``"closing"`` or ``"closed"``."""
-        return ("open", "closing", "closed")[self._sender.state]
+    def state(self) -> ConnectionState:
+        """``OPEN``, ``CLOSING`` or ``CLOSED`` (a ``StrEnum``: equal to ``"open"`` etc.)."""
+        return self._sender.state
 
     @property
     def close_code(self) -> int | None:
@@ -131,6 +134,11 @@ class Connection:
     def queued(self) -> int:
         """Messages waiting behind a pending send right now."""
         return self._sender.queued
+
+    @property
+    def busy(self) -> bool:
+        """Whether a send is in flight or messages wait behind one (``False`` when idle)."""
+        return self._sender.busy
 
     async def send(self, data: Any, *, key: Hashable | None = None) -> bool:
         """Send ``data`` to this peer without awaiting its socket.
@@ -156,7 +164,7 @@ class Connection:
                 f"cannot send on connection {self.id!r}: it is {self.state}",
                 code=self.close_code, reason=self.close_reason,
             )  # fmt: skip
-        message, size = encode(data, self._limits.dumps)
+        message, size = encode(data, self._settings.dumps)
         return self._sender.deliver(message, size, key)
 
     def deliver(self, message: Any, size: int, key: Hashable | None = None) -> bool:
@@ -181,7 +189,7 @@ class Connection:
             ConnectionClosed: the connection is closed.
         """
         if self._requests is None:
-            self._requests = PendingRequests(self._limits.max_pending_requests)
+            self._requests = PendingRequests(self._settings.max_pending_requests)
         request_id, waiter = self._requests.open()
         try:
             await self.send({"type": type, "data": data, "id": request_id})
@@ -204,6 +212,30 @@ class Connection:
         """
         self._sender.request_close(code, reason, drain=drain)
         await self._sender.wait_closed()
+
+    def request_close(self, code: int = 1000, reason: str = "", *, drain: bool = True) -> None:
+        """Decide the close without waiting for it (the synchronous half of :meth:`close`).
+
+        The first request decides the code; a later one without ``drain`` only hurries it.
+        """
+        self._sender.request_close(code, reason, drain=drain)
+
+    def peer_closed(self, code: int) -> None:
+        """Record that the peer went away with ``code`` (no close frame is owed to it)."""
+        self._sender.peer_closed(code)
+
+    def attach(self, task_group: TaskGroup) -> None:
+        """Give the connection the task group its writer runs in (done by the manager)."""
+        self._sender.attach(task_group)
+
+    async def finish(self) -> None:
+        """Send the close frame if one is still owed, then release the outbound path.
+
+        Called by the manager as the connection ends (shielded); idempotent.
+        """
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            await self._sender.send_close()  # no-op if the writer sent it or the peer is gone
+        self._sender.finish()
 
     async def wait_closed(self) -> None:
         """Return once the connection is closed (by either side)."""
@@ -230,7 +262,7 @@ class Connection:
             if message is INTERRUPTED:  # the manager closed the connection meanwhile
                 return None
             if message["type"] == "websocket.disconnect":
-                self._peer_closed(message.get("code", 1005))
+                self._sender.peer_closed(message.get("code", 1005))
                 return None
             data: str | bytes | None = message.get("text")
             if data is None:
@@ -275,7 +307,7 @@ class Connection:
         return _END if data is None else data
 
     async def _receive_json(self) -> Any:
-        max_depth = self._limits.max_json_depth
+        max_depth = self._settings.max_json_depth
         while (data := await self.receive()) is not None:
             try:
                 return loads(data, max_depth=max_depth)
@@ -285,7 +317,7 @@ class Connection:
         return _END
 
     async def _check(self, data: str | bytes) -> str | bytes | None:
-        limit = self._limits.max_message_size
+        limit = self._settings.max_message_size
         if limit is not None and len(data) > limit // 4 and _size(data) > limit:
             await self._violate(MessageTooBig(f"frame of {_size(data)} bytes exceeds {limit}"))
             return None
@@ -311,7 +343,7 @@ class Connection:
         if invalid:
             self._stats.invalid_frames += 1
             self._invalid += 1
-        if invalid and self._invalid >= self._limits.max_invalid_frames:
+        if invalid and self._invalid >= self._settings.max_invalid_frames:
             await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False
@@ -321,7 +353,7 @@ class Connection:
         frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": text}}
         if id is not None:
             frame["id"] = id
-        self._sender.deliver(*encode(frame, self._limits.dumps))
+        self._sender.deliver(*encode(frame, self._settings.dumps))
         return True
 
     async def _violate(self, exc: ProtocolViolation) -> None:
@@ -333,10 +365,6 @@ class Connection:
         else:
             stats.invalid_data_closes += 1
         await self.close(exc.code, exc.reason, drain=False)
-
-    def _peer_closed(self, code: int) -> None:
-        self._sender.peer_gone = True
-        self._sender.request_close(code, "", drain=False)
 
     def _cancel_receive(self) -> None:
         self._pending_receive.interrupt()
@@ -366,25 +394,6 @@ class _Frames(Generic[T]):
         if isinstance(value, _End):
             raise StopAsyncIteration
         return value
-
-
-def _raw_send(websocket: Transport) -> _sender.SendCoroutine:
-    """The ASGI ``send`` under Starlette's ``WebSocket.send``, when it is reachable.
-
-    Starlette's wrapper adds a coroutine frame and state checks per frame; data frames
-    need neither (the sender tracks state itself), so frames go straight to the ASGI
-    send, which still includes every middleware. Close frames use ``websocket.send``
-    so that Starlette's own state stays right.
-    """
-    send = getattr(websocket, "_send", None)
-    return send if callable(send) else websocket.send
-
-
-def _raw_receive(websocket: Transport) -> Callable[[], Awaitable[Message]]:
-    """The ASGI ``receive`` under Starlette's ``WebSocket.receive`` (one frame fewer per
-    message); the connection tracks disconnects itself. Falls back to the public method."""
-    receive = getattr(websocket, "_receive", None)
-    return receive if callable(receive) else websocket.receive
 
 
 def _size(data: str | bytes) -> int:

@@ -21,6 +21,8 @@ import anyio
 
 from .._json import loads
 from ..types import WebSocketSendEvent
+from .state import ConnectionState
+from .stats import ManagerStats
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -46,7 +48,7 @@ class Heartbeat:
 
 async def sweep_forever(
     connections: Iterable[Connection], heartbeat: Heartbeat | None,
-    idle_timeout: float | None,
+    idle_timeout: float | None, stats: ManagerStats,
 ) -> None:  # fmt: skip
     """Check every connection a few times per interval; never returns."""
     periods = [p for p in (heartbeat and heartbeat.timeout, idle_timeout) if p]
@@ -55,7 +57,7 @@ async def sweep_forever(
         await anyio.sleep(tick)
         now = time.monotonic()
         for conn in list(connections):
-            sweep(conn, now, heartbeat, idle_timeout)
+            sweep(conn, now, heartbeat, idle_timeout, stats)
 
 
 def is_pong(data: str | bytes) -> bool:
@@ -68,22 +70,25 @@ def is_pong(data: str | bytes) -> bool:
         return False
 
 
-def sweep(conn: Connection, now: float, heartbeat: Heartbeat | None, idle: float | None) -> None:
-    if conn.state != "open" or conn.kind != "websocket":
+def sweep(
+    conn: Connection, now: float, heartbeat: Heartbeat | None, idle: float | None,
+    stats: ManagerStats,
+) -> None:  # fmt: skip
+    if conn.state is not ConnectionState.OPEN or conn.kind != "websocket":
         return  # an SSE subscriber cannot answer; its stream has its own heartbeat comments
     if idle is not None and now - conn.last_seen > idle:
-        conn._stats.idle_timeouts += 1
-        conn._sender.request_close(*IDLE_CLOSE, drain=False)
+        stats.idle_timeouts += 1
+        conn.request_close(*IDLE_CLOSE, drain=False)
         return
     if heartbeat is None:
         return
     if conn.ping_sent_at is not None:
         if conn.last_seen < conn.ping_sent_at and now - conn.ping_sent_at > heartbeat.timeout:
-            conn._stats.heartbeat_timeouts += 1
-            conn._sender.request_close(*TIMEOUT_CLOSE, drain=False)
+            stats.heartbeat_timeouts += 1
+            conn.request_close(*TIMEOUT_CLOSE, drain=False)
         elif conn.last_seen >= conn.ping_sent_at:
             conn.ping_sent_at = None
         return
     if now - conn.last_seen >= heartbeat.interval:
         conn.ping_sent_at = now
-        conn._sender.deliver(PING, len(PING["text"] or ""))
+        conn.deliver(PING, len(PING["text"] or ""))

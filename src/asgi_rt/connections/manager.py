@@ -28,7 +28,7 @@ from .._json import DEFAULT_MAX_DEPTH
 from .._retry_hint import drain_reason
 from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
-from ._limits import Limits
+from ._settings import ConnectionSettings
 from ._transport import Transport
 from .backpressure import Overflow
 from .connection import Connection
@@ -108,7 +108,7 @@ class ConnectionManager:
         idle_timeout: float | None = None,
         drain_window: float = 0.0,
     ) -> None:
-        self._limits = Limits(
+        self._settings = ConnectionSettings(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
             max_message_size=max_message_size, rate_limit=rate_limit,
@@ -135,7 +135,7 @@ class ConnectionManager:
 
     @property
     def overflow(self) -> Overflow:
-        return self._limits.overflow
+        return self._settings.overflow
 
     def __len__(self) -> int:
         return len(self._connections)
@@ -183,19 +183,19 @@ class ConnectionManager:
         try:
             failure = None
             async with anyio.create_task_group() as tg:
-                conn._sender.attach(tg)  # the writer starts here only when it is needed
+                conn.attach(tg)  # the writer starts here only when it is needed
                 try:
                     yield conn
                 except anyio.get_cancelled_exc_class():
-                    conn._sender.request_close(1001, "going away", drain=False)
+                    conn.request_close(1001, "going away", drain=False)
                     raise
                 except WebSocketDisconnect as exc:
-                    conn._peer_closed(exc.code)
+                    conn.peer_closed(exc.code)
                 except Exception as exc:  # re-raised below, outside the task group
-                    conn._sender.request_close(1011, "internal error", drain=False)
+                    conn.request_close(1011, "internal error", drain=False)
                     failure = exc
                 else:
-                    conn._sender.request_close(1000, "", drain=True)
+                    conn.request_close(1000, "", drain=True)
             if failure is not None:
                 raise failure
         finally:
@@ -233,7 +233,7 @@ class ConnectionManager:
         Under asyncio this does not suspend. Without inline sends (trio) it yields once
         at the end so that the writers can run.
         """
-        message, size = encode(data, self._limits.dumps)
+        message, size = encode(data, self._settings.dumps)
         targets = tuple(self._connections.values()) if to is None else to
         if isinstance(exclude, Connection):
             exclude = (exclude,)
@@ -241,7 +241,7 @@ class ConnectionManager:
         for conn in targets:
             if exclude is not None and conn in exclude:
                 continue
-            delivered += conn._sender.deliver(message, size, key)
+            delivered += conn.deliver(message, size, key)
         if self._inline_send is False:
             # Without inline sends every message waits for a writer task: yield once so the
             # writers run before the caller's next burst instead of letting queues fill.
@@ -273,13 +273,13 @@ class ConnectionManager:
             offset = window * index / batches
             for conn in conns[index::batches]:
                 said = drain_reason(reason, window, offset) if window and retry_hint else reason
-                conn._sender.request_close(code, said, drain=True)
+                conn.request_close(code, said, drain=True)
         with anyio.move_on_after(timeout):
             for conn in conns:
                 await conn.wait_closed()
         for conn in conns:
-            conn._sender.request_close(code, reason, drain=False)
-        with anyio.move_on_after(self._limits.close_timeout * 2):
+            conn.request_close(code, reason, drain=False)
+        with anyio.move_on_after(self._settings.close_timeout * 2):
             for conn in conns:
                 await conn.wait_closed()
 
@@ -302,7 +302,8 @@ class ConnectionManager:
         """What runs while the manager is entered; subclasses add theirs."""
         tasks: list[Callable[[], Coroutine[Any, Any, None]]] = []
         if self._heartbeat is not None or self._idle_timeout is not None:
-            tasks.append(partial(sweep_forever, self, self._heartbeat, self._idle_timeout))
+            sweep = partial(sweep_forever, self, self._heartbeat, self._idle_timeout, self._stats)
+            tasks.append(sweep)
         if self._metrics is not None and self._metrics.multiprocess:
             tasks.append(partial(self._metrics.export_forever, self))
         return tasks
@@ -349,7 +350,7 @@ class ConnectionManager:
 
     def _register(self, websocket: Transport, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
-            websocket, id=conn_id, meta=meta, limits=self._limits, stats=self._stats,
+            websocket, id=conn_id, meta=meta, settings=self._settings, stats=self._stats,
             inline=self._use_inline(), on_asyncio=_on_asyncio(),
         )  # fmt: skip
         self._connections[conn_id] = conn
@@ -358,12 +359,9 @@ class ConnectionManager:
 
     async def _release(self, conn: Connection) -> None:
         """Unregister and, if the writer never got to, send the close frame (shielded)."""
-        sender = conn._sender
         with anyio.CancelScope(shield=True):
             await self._on_release(conn)
-            if conn.websocket.application_state is WebSocketState.CONNECTED:
-                await sender.send_close()  # no-op if the writer sent it or the peer is gone
-            sender.finish()
+            await conn.finish()
         if self._connections.get(conn.id) is conn:
             del self._connections[conn.id]
             self._stats.closed += 1

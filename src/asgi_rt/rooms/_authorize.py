@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
+from ..connections.connection import Connection
 from ..exceptions import Forbidden
-from .connection import Connection
 
 __all__ = ["Action", "Authorize", "Authorizer", "principal_of"]
 

@@ -1,20 +1,20 @@
-"""The per-manager settings every connection of that manager shares."""
+"""``ConnectionSettings``: the one settings object of a manager, shared by its connections."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from .._families import HistogramChild
 from .._json import DEFAULT_MAX_DEPTH, check_depth
 from ._encode import Dumps
 from .backpressure import Overflow
 from .ratelimit import RateLimit
 
-__all__ = ["Limits"]
+__all__ = ["ConnectionSettings"]
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
+class ConnectionSettings:
     queue_size: int
     queue_bytes: int | None
     overflow: Overflow
@@ -24,7 +24,7 @@ class Limits:
     rate_limit: RateLimit | None
     max_invalid_frames: int
     dumps: Dumps
-    queue_wait: Any = None  # a bound histogram child (observe(seconds)), when metrics are on
+    queue_wait: HistogramChild | None = None  # bound once, when metrics are on
     heartbeat: bool = False  # whether {"type":"pong"} frames are swallowed
     track_activity: bool = False  # whether each frame's arrival time is kept (heartbeat, idle)
     max_pending_requests: int = 16  # conn.request() calls waiting for an ack at once

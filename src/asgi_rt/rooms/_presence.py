@@ -11,8 +11,8 @@ import anyio
 
 from ..backends import BackendUnavailable
 from ..backends.base import PresenceStore
-from ._encode import Dumps
-from .connection import Connection
+from ..connections._encode import Dumps
+from ..connections.connection import Connection
 
 __all__ = ["Presence", "default_info"]
 

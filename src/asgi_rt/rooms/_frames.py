@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from ..backends.base import Publication
-from ._encode import Frame, compact_dumps
+from ..backends.wire import RoomMessage
+from ..connections._encode import Frame, compact_dumps
 
 __all__ = ["RoomFrame", "room_frame", "room_notice"]
 
@@ -27,13 +26,18 @@ class RoomFrame(Frame):
         self.cache: bytes | None = None
 
 
-def room_frame(publication: Publication, body: bytes) -> tuple[RoomFrame, int]:
-    """``{"room", "seq", "epoch", "data": <body>}`` for ``publication`` (``body`` is its
-    payload, without the header) as a shared message, and its size."""
-    room, epoch = json.dumps(publication.channel, ensure_ascii=False), json.dumps(publication.epoch)
-    text = f'{{"room":{room},"seq":{publication.seq},"epoch":{epoch},"data":{body.decode()}}}'
-    frame = RoomFrame(text, publication.channel, publication.seq, publication.epoch)
-    return frame, len(text.encode())
+def room_frame(message: RoomMessage) -> tuple[RoomFrame, int]:
+    """``{"room", "seq", "epoch", "data": <body>}`` for ``message`` as a shared message, and
+    its size.
+
+    The encoder builds the fields; the body, JSON the same encoder made at publish, goes in
+    as it is. Re-decoding it to encode it whole cost 2.6 us per publication over the old
+    f-string (this: 1.4 us over it) and would let a custom ``dumps``'s formatting change.
+    """
+    head = compact_dumps({"room": message.room, "seq": message.seq, "epoch": message.epoch})
+    text = f'{head[:-1]},"data":{message.body.decode()}}}'
+    frame = RoomFrame(text, message.room, message.seq, message.epoch)
+    return frame, len(text) if text.isascii() else len(text.encode())
 
 
 def room_notice(

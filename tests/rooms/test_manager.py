@@ -94,6 +94,23 @@ async def test_exclude_skips_the_sender() -> None:
             assert [f["data"]["text"] for f in await frames(sender, 1)] == ["loud"]
 
 
+async def test_exclude_names_exactly_the_sender_whatever_its_id() -> None:
+    # Ids are the application's: a comma or a newline in one must not exclude anyone
+    # else, nor spill into the frame the members get.
+    async with running() as (_, app, ready):
+        async with (
+            websocket_session(app, "/ws/a?id=x%2Cy%0Az") as sender,
+            websocket_session(app, "/ws/a?id=x") as one,
+            websocket_session(app, "/ws/a?id=y") as two,
+        ):
+            await wait_joined(ready, "x,y\nz", "x", "y")
+            await sender.send_text("quiet")
+            await sender.send_text("loud")
+            for listener in (one, two):
+                assert [f["data"]["text"] for f in await frames(listener, 2)] == ["quiet", "loud"]
+            assert [f["data"]["text"] for f in await frames(sender, 1)] == ["loud"]
+
+
 async def test_disconnect_leaves_rooms_and_empty_rooms_go() -> None:
     async with running() as (rooms, app, ready):
         async with websocket_session(app, "/ws/a?id=1"):
