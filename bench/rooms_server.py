@@ -16,6 +16,7 @@ Every variant serves:
 * ``asgi_rt_memory``: the same app with ``backend="memory://"`` (one process only);
 * ``asgi_rt_redis_cluster``: the same app on ``BENCH_CLUSTER_URL`` (``redis-cluster://``,
   run by ``bench.cluster``);
+* ``asgi_rt_nats``: the same app with ``backend=BENCH_NATS_URL`` (NATS JetStream);
 * ``socketio_redis``: python-socketio ``AsyncServer`` with
   ``socketio.AsyncRedisManager(BENCH_REDIS_URL)`` (the app of ``bench.fanout_server``);
 * ``handrolled_redis`` (reference): what PERF-NOTES calls the hand-rolled listener: one
@@ -161,6 +162,7 @@ def make_app() -> ASGIApp:
         "asgi_rt_redis": lambda: asgi_rt_rooms_app(url, room),
         "asgi_rt_memory": lambda: asgi_rt_rooms_app("memory://", room),
         "asgi_rt_redis_cluster": lambda: asgi_rt_rooms_app(os.environ["BENCH_CLUSTER_URL"], room),
+        "asgi_rt_nats": lambda: asgi_rt_rooms_app(os.environ["BENCH_NATS_URL"], room),
         "socketio_redis": lambda: socketio_redis_app(url),
         "handrolled_redis": lambda: handrolled_redis_app(url, room),
     }

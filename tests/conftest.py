@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
+from ._nats import NatsServer
 from ._rawclient import RawClient
 from ._redis import RedisServer
 from ._redis_cluster import RedisClusterServers
@@ -75,3 +76,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server with JetStream on a free port, shared by a module's tests (each test
+    uses its own subject prefix); stopped at teardown."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()

@@ -1,5 +1,5 @@
 """Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``,
-``redis-cluster://``)."""
+``redis-cluster://``, ``nats://``)."""
 
 from __future__ import annotations
 
@@ -52,8 +52,12 @@ def make_backend(spec: Backend | str, *, history_size: int = 1000) -> Backend:
             from .redis_cluster import RedisClusterBackend  # the 'redis' extra too
 
             return RedisClusterBackend.from_url(spec, history_size=history_size)
-        raise ValueError(f"unknown backend URL {spec!r}: expected memory://, redis:// "
-                         "or redis-cluster://")  # fmt: skip
+        if scheme == "nats":
+            from .nats import NatsBackend  # optional dependency: the 'nats' extra
+
+            return NatsBackend.from_url(spec, history_size=history_size)
+        raise ValueError(f"unknown backend URL {spec!r}: expected memory://, redis://, "
+                         "redis-cluster:// or nats://")  # fmt: skip
     if not isinstance(spec, Backend):
         raise TypeError(f"expected a Backend or a URL, got {type(spec).__name__}")
     return spec
