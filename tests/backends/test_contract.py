@@ -154,3 +154,13 @@ async def test_a_repeated_idempotency_key_applies_once(make: Factory) -> None:
     assert again == first
     assert [(p.seq, p.data) for p in got] == [(1, b"once"), (2, b"twice")]
     assert other.seq == 2
+
+
+async def test_idempotency_keys_of_different_rooms_never_collide(make: Factory) -> None:
+    """``key "msg-7" in room "chat:42"`` and ``key "msg-7:chat" in room "42"`` are two
+    publishes; one used to be answered with the other's position and never applied."""
+    async with started(make) as backend:
+        await backend.publish("chat:42", b"first", idempotency_key="msg-7")
+        second = await backend.publish("42", b"second", idempotency_key="msg-7:chat")
+        assert (second.channel, second.seq) == ("42", 1)
+        assert [p.data for p in await backend.history("42", 0)] == [b"second"]

@@ -21,6 +21,7 @@ from .wire import unpack_numbered
 
 __all__ = [
     "POSITION",
+    "idempotency_kind",
     "publish_once",
     "publish_script",
     "read_publications",
@@ -29,6 +30,14 @@ __all__ = [
 ]
 
 logger = logging.getLogger("asgi_rt.backends.redis")
+
+
+def idempotency_kind(key: str | None) -> str:
+    """The key-kind part for an idempotency key, length-prefixed so that no (room, key)
+    pair spells another's: ``key:msg-7`` + ``chat:42`` and ``key:msg-7:chat`` + ``42``
+    used to be one Redis key, and the second publish was "applied" without happening."""
+    return "key:" if key is None else f"key:{len(key)}:{key}"
+
 
 # KEYS: seq, epoch, stream, channel, idempotency key
 # ARGV: data, maxlen, fresh epoch, room ttl (ms), key ttl (ms), '1' when a key is given.

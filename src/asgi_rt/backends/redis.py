@@ -39,6 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._background import Background
 from ._redis_common import (
     POSITION,
+    idempotency_kind,
     publish_once,
     publish_script,
     read_publications,
@@ -191,7 +192,7 @@ class RedisBackend:
     ) -> Publication:
         keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
                 self._key(channel, "stream"), self._key(channel, "pub"),
-                self._key(channel, f"key:{idempotency_key or ''}")]  # fmt: skip
+                self._key(channel, idempotency_kind(idempotency_key))]  # fmt: skip
         keyed = "1" if idempotency_key is not None else "0"
         args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
                 int(self.idempotency_ttl * 1000), keyed]  # fmt: skip

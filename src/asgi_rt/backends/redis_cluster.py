@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from .._background import Background
 from ._cluster_listener import Naming, ShardedListener
 from ._cluster_topology import Topology, parse_seeds
-from ._redis_common import POSITION, publish_once, publish_script, text
+from ._redis_common import POSITION, idempotency_kind, publish_once, publish_script, text
 from .base import BackendUnavailable, Publication, PublishNotApplied, Resync, check_history
 
 __all__ = ["RedisClusterBackend"]
@@ -150,7 +150,7 @@ class RedisClusterBackend:
     ) -> Publication:
         keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
                 self._key(channel, "stream"), self._key(channel, "pub"),
-                self._key(channel, f"key:{idempotency_key or ''}")]  # fmt: skip
+                self._key(channel, idempotency_kind(idempotency_key))]  # fmt: skip
         keyed = "1" if idempotency_key is not None else "0"
         args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
                 int(self.idempotency_ttl * 1000), keyed]  # fmt: skip
