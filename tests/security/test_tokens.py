@@ -89,8 +89,10 @@ async def test_the_on_failure_hook_never_sees_the_credentials(
 ) -> None:
     """A hook that logs its scope (as users' hooks do) must not log the token."""
     seen: list[Scope] = []
-    app = FirstMessageAuthMiddleware(_show_scope, authenticate=authenticate, header=True,
-                                     on_failure=lambda reason, scope: seen.append(scope))  # fmt: skip
+    app = FirstMessageAuthMiddleware(
+        _show_scope, authenticate=authenticate, header=True,
+        on_failure=lambda reason, scope: seen.append(scope),
+    )  # fmt: skip
     server = serve(app)
     headers = {"Authorization": "Bearer wrong-" + SECRET}
     with pytest.raises(websockets.InvalidStatus, match="401"):
