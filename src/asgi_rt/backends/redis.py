@@ -45,7 +45,7 @@ from .base import (
     Resync,
     check_history,
 )
-from .wire import unpack_numbered
+from .envelope import unpack_numbered
 
 __all__ = ["RedisBackend"]
 

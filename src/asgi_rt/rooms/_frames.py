@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.wire import RoomMessage
+from ..backends.envelope import RoomMessage
 from ..connections._encode import Frame, compact_dumps
 
 __all__ = ["RoomFrame", "room_frame", "room_notice"]

@@ -20,7 +20,7 @@ import anyio
 
 from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, Resync, make_backend
 from ..backends.base import PositionStore, PresenceStore
-from ..backends.wire import pack_room, unpack_room
+from ..backends.envelope import pack_room, unpack_room
 from ..connections.connection import Connection
 from ..connections.manager import ConnectionManager
 from ._authorize import Action, Authorize, Authorizer
