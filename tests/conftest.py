@@ -8,6 +8,7 @@ from starlette.types import ASGIApp
 
 from ._rawclient import RawClient
 from ._redis import RedisServer
+from ._redis_cluster import RedisClusterServers
 from ._server import RunningServer
 
 
@@ -62,3 +63,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One 3-master Redis Cluster for the whole session (it takes seconds to form); tests
+    use their own rooms, or ``flushall()`` first."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,4 +1,5 @@
-"""One contract, every backend: the memory backend (asyncio and trio) and Redis (asyncio)."""
+"""One contract, every backend: the memory backend (asyncio and trio), Redis and Redis Cluster
+(asyncio)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,25 @@ from asgi_rt.backends.base import PresenceStore
 
 from .._poll import await_for, await_true
 from .._redis import RedisServer
+from .._redis_cluster import RedisClusterServers
 
 pytestmark = pytest.mark.anyio
 
 Factory = Callable[[int], Backend]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def make(request: pytest.FixtureRequest, anyio_backend: str) -> Factory:
     if request.param == "memory":
         return lambda history: MemoryBackend(history_size=history)
     if anyio_backend != "asyncio":
         pytest.skip("the Redis backend is asyncio-only (redis-py)")
+    if request.param == "redis-cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        cluster.flushall()  # one cluster for the session: every test starts from empty rooms
+        from asgi_rt.backends.redis_cluster import RedisClusterBackend
+
+        return lambda history: RedisClusterBackend.from_url(cluster.url, history_size=history)
     server: RedisServer = request.getfixturevalue("redis_server")
     from asgi_rt.backends.redis import RedisBackend
 
