@@ -584,7 +584,7 @@ _SEND_FUNCS = frozenset(
         "WebSocket.send_text",
     }
 )
-_FAN_OUT_FUNCS = frozenset({"RoomManager._fan_out", "handrolled_redis_app.<locals>.listen"})
+_FAN_OUT_FUNCS = frozenset({"Recovery.fan_out", "handrolled_redis_app.<locals>.listen"})
 
 
 def classify(frames: list[tuple[str, str, str]]) -> str:

@@ -24,7 +24,7 @@ PUBLIC_MODULES = [
     "asgi_rt.backends",
     "asgi_rt.backends.redis",
     "asgi_rt.backends.nats",
-    "asgi_rt.backends.wire",
+    "asgi_rt.backends.envelope",
     "asgi_rt.rooms",
     "asgi_rt.sse",
     "asgi_rt.testing",

@@ -14,8 +14,8 @@ from .base import (
     PublishOutcomeUnknown,
     Resync,
 )
+from .envelope import RoomMessage
 from .memory import MemoryBackend
-from .wire import RoomMessage
 
 __all__ = [
     "Backend",

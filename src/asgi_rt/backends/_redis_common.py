@@ -1,5 +1,5 @@
 """What the single-node and the cluster Redis backends share: the Lua scripts that number,
-keep and deliver a publication atomically (as ``wire.pack_numbered`` payloads), the publish
+keep and deliver a publication atomically (as ``envelope.pack_numbered`` payloads), the publish
 that tells "not applied" from "outcome unknown", and the listener's read loop."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from .base import Publication, PublishNotApplied, PublishOutcomeUnknown, Resync
-from .wire import unpack_numbered
+from .envelope import unpack_numbered
 
 __all__ = [
     "POSITION",
@@ -70,7 +70,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[6] == '1' then
   redis.call('SET', KEYS[5], seq .. ' ' .. epoch, 'PX', ARGV[5])
 end
-redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])  -- wire.pack_numbered
+redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])  -- envelope.pack_numbered
 return {seq, epoch, 0}
 """
 
