@@ -301,3 +301,102 @@ async def test_a_herd_of_joins_waits_for_the_pool_instead_of_closing_1011(
 
     results = await asyncio.gather(*(join(i) for i in range(200)), return_exceptions=True)
     assert results == ["joined"] * 200
+
+
+async def _member(rooms: Any, joined: asyncio.Event, *, announce: bool) -> Any:
+    """An in-process app whose /ws joins room "r" (announcing or not) and stays."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with rooms.connect(websocket) as conn:
+            await rooms.join(conn, "r", announce=announce)
+            joined.set()
+            async for _ in conn:
+                pass
+
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+
+async def test_a_restart_from_an_older_snapshot_is_told_not_taken_for_duplicates(
+    redis_server: RedisServer,
+) -> None:
+    """Redis restarted from a snapshot taken at seq 3 while members had seen 8: the room's
+    seqs 4.. are reused for new publications, which members used to drop as duplicates."""
+    from asgi_rt import RoomManager
+    from asgi_rt.testing import websocket_session
+
+    joined = asyncio.Event()
+    async with RoomManager(backend=redis_server.url) as rooms:
+        backend = rooms.backend
+        assert isinstance(backend, RedisBackend)
+        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+            await joined.wait()
+            for i in range(1, 9):
+                if i == 4:
+                    redis_server.command("SAVE")  # the snapshot holds seq 3
+                await rooms.publish("r", i)
+            assert [(await ws.receive_json())["seq"] for _ in range(8)] == list(range(1, 9))
+            reconnects = backend.reconnects
+            await asyncio.to_thread(redis_server.kill)
+            await asyncio.to_thread(redis_server.start)  # loads the snapshot: seq is 3 again
+            await await_for(lambda: backend.reconnects > reconnects and backend.listener_up,
+                            20, "the listener back")  # fmt: skip
+            notice = await asyncio.wait_for(ws.receive_json(), 10)
+            assert (notice["type"], notice["reason"], notice["seq"]) == (
+                "recovery_failed",
+                "rolled back",
+                3,
+            )
+            after = await rooms.publish("r", "new")
+            got = await asyncio.wait_for(ws.receive_json(), 10)
+            assert (got["seq"], got["data"]) == (after.seq, "new") == (4, "new")
+
+
+async def test_a_plain_member_gets_what_the_listener_missed_before_its_first_frame(
+    redis_server: RedisServer,
+) -> None:
+    """A member that joined without since or announce (the README's plainest route) had no
+    position until its first publication: what the listener missed before that was lost."""
+    from asgi_rt import RoomManager
+    from asgi_rt.testing import websocket_session
+
+    joined = asyncio.Event()
+    async with RoomManager(backend=redis_server.url) as rooms:
+        backend = rooms.backend
+        assert isinstance(backend, RedisBackend)
+        await await_for(lambda: backend.listener_up)
+        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+            await joined.wait()
+            reconnects = backend.reconnects
+            redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
+            for i in range(1, 4):
+                await rooms.publish("r", i)  # the listener may be down: history keeps them
+            await await_for(lambda: backend.reconnects > reconnects and backend.listener_up,
+                            20, "the listener back")  # fmt: skip
+            await rooms.publish("r", 4)
+            got = [await asyncio.wait_for(ws.receive_json(), 10) for _ in range(4)]
+    assert [(f["seq"], f["data"]) for f in got] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+
+
+async def test_a_stray_message_on_a_room_channel_does_not_kill_the_listener(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another app sharing the Redis, or a stray PUBLISH, used to take the whole manager
+    down with a ValueError out of the listener."""
+    from asgi_rt import RoomManager
+    from asgi_rt.testing import websocket_session
+
+    joined = asyncio.Event()
+    async with RoomManager(backend=redis_server.url) as rooms:
+        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+            await joined.wait()
+            first = await rooms.publish("r", "first")
+            assert (await asyncio.wait_for(ws.receive_json(), 10))["data"] == "first"
+            stray = f"{first.epoch} {first.seq + 1} not-a-room-message"
+            redis_server.command("PUBLISH", "asgi_rt:pub:r", stray)
+            await rooms.publish("r", "real")
+            got = await asyncio.wait_for(ws.receive_json(), 10)
+    assert got["data"] == "real"
+    assert "ignoring what the backplane delivered" in caplog.text

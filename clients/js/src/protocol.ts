@@ -39,7 +39,7 @@ export interface Joined {
 }
 
 /** Why a resume could not be exact. */
-export type RecoveryReason = "trimmed" | "epoch changed" | "unknown epoch" | "unknown position" | "backplane unavailable";
+export type RecoveryReason = "trimmed" | "epoch changed" | "unknown epoch" | "unknown position" | "backplane unavailable" | "rolled back" | "too far behind";
 
 /** Server: publications may have been missed; the stream now continues after (epoch, seq). */
 export interface RecoveryFailed {

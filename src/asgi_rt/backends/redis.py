@@ -310,7 +310,7 @@ class RedisBackend:
                 await pubsub.subscribe(*channels)
             self._pubsub = pubsub
             self._set_up(True)
-            if self.reconnects and self._channels and self._send is not None:
+            if self._channels and self._send is not None:  # subscribed late, or again
                 await self._send.send(Resync(tuple(self._channels)))  # what was missed?
             await self._read(pubsub)
         finally:

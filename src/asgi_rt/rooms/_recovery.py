@@ -60,10 +60,12 @@ class Recovery:
                 return
             membership.hold()
             await self.replay(conn, room, membership, membership.last_seq, membership.epoch)
-        held, _ = membership.end_replay()
+        held, clean = membership.end_replay()
         for message, size in held:
             conn.deliver(message, size)
-        logger.warning("room %r: member %s kept falling behind its replay", room, conn.id)
+        if not clean:  # still behind after every round: tell it where it goes on from
+            logger.warning("room %r: member %s kept falling behind its replay", room, conn.id)
+            await self.refuse_resume(conn, room, membership, "too far behind")
 
     async def resync(self, room: str) -> None:
         """The backplane may have missed publications of ``room`` (it lost its subscription):
@@ -84,7 +86,17 @@ class Recovery:
             logger.warning("room %r: epoch changed to %s; telling %d member(s)",
                            room, epoch, len(stale))  # fmt: skip
             await self.restart(room, stale, "epoch changed", seq, epoch)
-        behind = [m.last_seq for _, m in members if m.epoch == epoch and m.last_seq < seq]
+        # ahead of the room in its own epoch: the numbering went back (Redis restarted from
+        # an older snapshot); the seqs it had will be reused for other publications
+        ahead = [(c, m) for c, m in members if m.epoch == epoch and m.last_seq > seq]
+        if ahead:
+            logger.warning("room %r: numbering went back to %d; telling %d member(s)",
+                           room, seq, len(ahead))  # fmt: skip
+            await self.restart(room, ahead, "rolled back", seq, epoch, replay=False)
+        if room not in self._members:
+            return  # every member left while the position was read: nothing to remember
+        behind = [m.last_seq for _, m in members
+                  if m.epoch == epoch and m.last_seq < seq]  # fmt: skip
         self._seen[room] = (seq, epoch)
         if not behind:
             return
@@ -103,7 +115,7 @@ class Recovery:
         listener reconnected), or tell the room's members that it cannot. A change of
         epoch is not a gap: each member finds out it is stale when it is delivered to."""
         room = publication.channel
-        last, epoch = self._seen.get(room, (0, publication.epoch))
+        last, epoch = self._seen.get(room) or self._start_of(room, publication.epoch)
         self._seen[room] = (publication.seq, publication.epoch)
         if last == 0 or epoch != publication.epoch or publication.seq <= last + 1:
             return
@@ -118,6 +130,14 @@ class Recovery:
         for missing in missed:
             if missing.seq < publication.seq:
                 await self.deliver(missing)
+
+    def _start_of(self, room: str, epoch: str) -> tuple[int, str]:
+        """Where the room's members stand before the first publication this process sees
+        (each took the room's position when it joined): the earliest of those in
+        ``epoch``, so a publication the listener missed before it was subscribed is
+        found as a gap like any other."""
+        members = self._members.get(room, {}).values()
+        return min((m.last_seq for m in members if m.epoch == epoch), default=0), epoch
 
     async def deliver(self, publication: Publication) -> None:
         """Fan ``publication`` out; members in another epoch are told what they lost and
@@ -156,13 +176,13 @@ class Recovery:
 
     async def restart(
         self, room: str, members: list[tuple[Connection, Membership]], reason: str,
-        seq: int, epoch: str,
+        seq: int, epoch: str, *, replay: bool = True,
     ) -> None:  # fmt: skip
         """Tell ``members`` they lost publications (``recovery_failed``) and continue them
         in ``epoch``: from its start when the history still holds all of it (then they get
-        it), else after ``seq``."""
+        it) and ``replay`` allows, else after ``seq``."""
         try:
-            kept = await self._backend.history(room, 0, epoch)
+            kept = await self._backend.history(room, 0, epoch) if replay else None
         except (HistoryGap, BackendUnavailable):
             kept = None
         start = seq if kept is None else 0

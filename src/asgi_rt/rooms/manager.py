@@ -134,16 +134,20 @@ class RoomManager(ConnectionManager):
             return
         joined.add(room)
         # live publications are held while the history and the position are read, so that
-        # the client gets them in order, once, and after what it was told
-        membership = Membership(replaying=since is not None or announce)
+        # the client gets them in order, once, and after what it was told; a plain join
+        # reads the position too (without telling it), so that a member always has one and
+        # a gap the backplane leaves later is found for it as for every other
+        positioned = announce or isinstance(self.backend, PositionStore)
+        membership = Membership(replaying=since is not None or positioned)
         self._rooms.setdefault(room, {})[conn] = membership
         try:
             await self._subscribe(room)
             resumed = since is not None and await self._recovery.replay(
                 conn, room, membership, since, epoch
             )
-            if announce:
-                await self._announce_position(conn, room, membership, fresh=not resumed)
+            if positioned:
+                await self._take_position(conn, room, membership, fresh=not resumed,
+                                          announce=announce)  # fmt: skip
             await self._recovery.end_replay(conn, room, membership)
             if self._presence is not None:
                 info = await self._presence.add(room, conn)
@@ -161,16 +165,19 @@ class RoomManager(ConnectionManager):
             if room in self._rooms:
                 self._subscribed.add(room)
 
-    async def _announce_position(
-        self, conn: Connection, room: str, membership: Membership, *, fresh: bool
-    ) -> None:
-        """Send ``joined`` with the position this member's stream starts after: the room's
-        current one when it did not resume (older publications are not its business), else
-        the last one replayed to it (or the ``since`` it resumed at)."""
+    async def _take_position(
+        self, conn: Connection, room: str, membership: Membership, *, fresh: bool,
+        announce: bool,
+    ) -> None:  # fmt: skip
+        """Start the member at the position its stream continues after: the room's current
+        one when it did not resume (older publications are not its business), else the last
+        one replayed to it (or the ``since`` it resumed at); with ``announce``, tell the
+        client with ``joined``."""
         seq, epoch = await self.position(room)
         if fresh or membership.epoch is None:
             membership.restart(epoch, max(membership.last_seq, seq))
-        conn.deliver(*room_notice(room, "joined", {}, membership.last_seq, membership.epoch))
+        if announce:
+            conn.deliver(*room_notice(room, "joined", {}, membership.last_seq, membership.epoch))
 
     async def leave(self, conn: Connection, room: str) -> None:
         """Remove ``conn`` from ``room``; the room goes when its last local member leaves."""
@@ -277,14 +284,24 @@ class RoomManager(ConnectionManager):
         return await self._authorizer.allowed(principal, Action(action), room)
 
     async def _listen(self) -> None:
+        """Deliver every item of the backplane's stream; one that cannot be delivered is
+        logged and skipped: the listener of every room of this process never dies of it."""
         async for item in self.backend.publications():
-            if isinstance(item, Resync):
-                for room in item.channels:
-                    if room in self._rooms:
-                        await self._recovery.resync(room)
-            elif item.channel in self._rooms:
-                await self._recovery.fill_gap(item)
-                await self._recovery.deliver(item)
+            try:
+                await self._take(item)
+            except ValueError as exc:  # e.g. a stray PUBLISH on our channel: not a room message
+                logger.warning("ignoring what the backplane delivered: %s", exc)
+            except Exception:
+                logger.exception("could not deliver what the backplane delivered; going on")
+
+    async def _take(self, item: Publication | Resync) -> None:
+        if isinstance(item, Resync):
+            for room in item.channels:
+                if room in self._rooms:
+                    await self._recovery.resync(room)
+        elif item.channel in self._rooms:
+            await self._recovery.fill_gap(item)
+            await self._recovery.deliver(item)
 
     async def _on_release(self, conn: Connection) -> None:
         for room in list(self._joined.get(conn, ())):
