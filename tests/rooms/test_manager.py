@@ -350,3 +350,15 @@ async def test_a_replay_outlasting_the_live_buffer_loses_nothing() -> None:
             got = await frames(late, 1501)
     assert [f["seq"] for f in got] == list(range(1, 1502))
     assert [f["data"] for f in got] == ["before", *range(1500)]
+
+
+async def test_a_resume_longer_than_the_queue_is_replayed_at_the_readers_pace() -> None:
+    """300 missed publications and the default queue of 256: under trio (no inline sends)
+    the replay queued everything at once and the member was closed 1013 before any frame."""
+    async with running() as (rooms, app, _):
+        for i in range(300):
+            last = await rooms.publish("a", i)
+        path = f"/ws/a?id=late&since=0&epoch={last.epoch}"
+        async with websocket_session(app, path, buffer=1000) as late:
+            got = await frames(late, 300)
+    assert [f["data"] for f in got] == list(range(300))

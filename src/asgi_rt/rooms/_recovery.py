@@ -25,6 +25,7 @@ __all__ = ["Recovery"]
 logger = logging.getLogger("asgi_rt.rooms")
 
 _REPLAY_ROUNDS = 3  # replays of one join before its member is left to catch up live
+_REPLAY_PACE = 8  # queued messages at which a replay waits for its member's writer
 
 
 class Recovery:
@@ -210,6 +211,8 @@ class Recovery:
         for publication in missed:
             if membership.accepts_replayed(publication.seq, publication.epoch):
                 conn.deliver(*room_frame(unpack_room(publication)))
+                if conn.queued >= _REPLAY_PACE:  # go at the reader's pace, not past the
+                    await conn.wait_flushed()  # queue bound (live ones are held meanwhile)
         return True
 
     async def refuse_resume(
