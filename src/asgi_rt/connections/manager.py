@@ -17,7 +17,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypedDict
 
 import anyio
 import anyio.lowlevel
@@ -39,9 +39,29 @@ from .stats import ManagerStats
 if TYPE_CHECKING:
     from ..metrics import Metrics
 
-__all__ = ["ConnectionManager"]
+__all__ = ["ConnectionManager", "ManagerOptions"]
 
 MiB = 1024 * 1024
+
+
+class ManagerOptions(TypedDict, total=False):
+    """The options of :class:`ConnectionManager`, which :class:`RoomManager` passes on."""
+
+    queue_size: int
+    queue_bytes: int | None
+    overflow: Overflow
+    send_timeout: float | None
+    max_message_size: int | None
+    rate_limit: RateLimit | None
+    max_invalid_frames: int
+    max_json_depth: int
+    close_timeout: float
+    inline_send: bool | None
+    dumps: Dumps
+    metrics: Metrics | None
+    heartbeat: Heartbeat | None
+    idle_timeout: float | None
+    drain_window: float
 
 
 class ConnectionManager:
@@ -203,7 +223,7 @@ class ConnectionManager:
 
     async def broadcast(
         self,
-        data: Any,
+        data: object,
         *,
         exclude: Connection | Collection[Connection] | None = None,
         to: Iterable[Connection] | None = None,

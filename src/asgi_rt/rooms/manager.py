@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Coroutine
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 import anyio
 
@@ -22,7 +22,7 @@ from ..backends import Backend, BackendUnavailable, Publication, Resync, make_ba
 from ..backends.base import PositionStore, PresenceStore
 from ..backends.envelope import pack_room
 from ..connections.connection import Connection
-from ..connections.manager import ConnectionManager
+from ..connections.manager import ConnectionManager, ManagerOptions
 from ._authorize import Action, Authorize, Authorizer
 from ._frames import room_notice
 from ._membership import Membership
@@ -65,7 +65,7 @@ class RoomManager(ConnectionManager):
     def __init__(self, *, backend: Backend | str = "memory://", history_size: int = 1000,
                  presence: bool = False, presence_ttl: float = 30.0,
                  presence_info: PresenceInfo | None = None, authorize: Authorize | None = None,
-                 **options: Any) -> None:  # fmt: skip
+                 **options: Unpack[ManagerOptions]) -> None:  # fmt: skip
         super().__init__(**options)
         self._authorizer = Authorizer(authorize, options.get("metrics"))
         metrics = options.get("metrics")
@@ -238,7 +238,8 @@ class RoomManager(ConnectionManager):
         )
 
     async def publish(
-        self, room: str, data: Any, *, exclude: Connection | Collection[Connection] | None = None,
+        self, room: str, data: object, *,
+        exclude: Connection | Collection[Connection] | None = None,
         idempotency_key: str | None = None,
     ) -> Publication:  # fmt: skip
         """Publish ``data`` (JSON-encodable) to every member of ``room`` on every worker.
@@ -266,7 +267,7 @@ class RoomManager(ConnectionManager):
         return publication
 
     async def publish_as(
-        self, conn: Connection, room: str, data: Any, *,
+        self, conn: Connection, room: str, data: object, *,
         exclude: Connection | Collection[Connection] | None = None,
     ) -> Publication:  # fmt: skip
         """:meth:`publish` on behalf of ``conn`` (what a client sent), if ``authorize``
@@ -279,7 +280,7 @@ class RoomManager(ConnectionManager):
         await self._authorizer.check(conn, Action.PUBLISH, room)
         return await self.publish(room, data, exclude=exclude)
 
-    async def authorized(self, principal: Any, action: Action | str, room: str) -> bool:
+    async def authorized(self, principal: object, action: Action | str, room: str) -> bool:
         """Ask ``authorize`` directly (failsafe, counted), e.g. before opening a stream."""
         return await self._authorizer.allowed(principal, Action(action), room)
 
