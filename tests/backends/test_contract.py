@@ -54,10 +54,14 @@ async def started(make: Factory, history: int = 100) -> AsyncIterator[Backend]:
 
 
 async def take(backend: Backend, count: int) -> list[Publication]:
+    """The next ``count`` publications; ``Resync`` notices (a backend sends one when its
+    subscriptions went live after they were asked for) are a consumer's to act on, not
+    publications."""
     out: list[Publication] = []
     with anyio.fail_after(10):
-        async for publication in backend.publications():
-            out.append(publication)
+        async for item in backend.publications():
+            if isinstance(item, Publication):
+                out.append(item)
             if len(out) == count:
                 break
     return out
