@@ -5,6 +5,7 @@ that tells "not applied" from "outcome unknown", and the listener's read loop.""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -22,14 +23,38 @@ from .envelope import unpack_numbered
 __all__ = [
     "POSITION",
     "idempotency_kind",
+    "publish_call",
     "publish_once",
     "publish_script",
     "read_publications",
+    "stream_publications",
     "text",
     "without_retries",
 ]
 
 logger = logging.getLogger("asgi_rt.backends.redis")
+
+
+def publish_call(
+    key_of: Callable[[str, str], str], channel: str, data: bytes, idempotency_key: str | None,
+    *, history_size: int, room_ttl: float, idempotency_ttl: float,
+) -> tuple[list[str], list[Any]]:  # fmt: skip
+    """The KEYS and ARGV of the publish script for one publication (``key_of(channel,
+    kind)`` names a room's keys: plain on one Redis, hash-tagged on a cluster)."""
+    keys = [key_of(channel, "seq"), key_of(channel, "epoch"), key_of(channel, "stream"),
+            key_of(channel, "pub"), key_of(channel, idempotency_kind(idempotency_key))]  # fmt: skip
+    keyed = "1" if idempotency_key is not None else "0"
+    args = [data, history_size, uuid.uuid4().hex[:12], int(room_ttl * 1000),
+            int(idempotency_ttl * 1000), keyed]  # fmt: skip
+    return keys, args
+
+
+def stream_publications(channel: str, entries: Any) -> list[Publication]:
+    """The publications in an ``XRANGE`` reply of a room's history stream."""
+    return [
+        Publication(channel, int(text(entry_id).split("-")[0]), text(fields[b"e"]), fields[b"d"])
+        for entry_id, fields in entries or []
+    ]
 
 
 def idempotency_kind(key: str | None) -> str:

@@ -39,10 +39,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .._background import Background
 from ._redis_common import (
     POSITION,
-    idempotency_kind,
+    publish_call,
     publish_once,
     publish_script,
     read_publications,
+    stream_publications,
     text,
     without_retries,
 )
@@ -190,12 +191,10 @@ class RedisBackend:
     async def publish(
         self, channel: str, data: bytes, *, idempotency_key: str | None = None
     ) -> Publication:
-        keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
-                self._key(channel, "stream"), self._key(channel, "pub"),
-                self._key(channel, idempotency_kind(idempotency_key))]  # fmt: skip
-        keyed = "1" if idempotency_key is not None else "0"
-        args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
-                int(self.idempotency_ttl * 1000), keyed]  # fmt: skip
+        keys, args = publish_call(
+            self._key, channel, data, idempotency_key, history_size=self.history_size,
+            room_ttl=self.room_ttl, idempotency_ttl=self.idempotency_ttl,
+        )  # fmt: skip
         seq, epoch, _ = await self._publish_once(keys, args, channel)
         return Publication(channel, int(seq), text(epoch), data)
 
@@ -241,11 +240,7 @@ class RedisBackend:
         current, room_epoch = await self._guarded(self.client.mget(*keys), what)
         stream = self._key(channel, "stream")
         entries = await self._guarded(self.client.xrange(stream, f"{since + 1}-1", "+"), what)
-        kept = [
-            Publication(channel, int(text(entry_id).split("-")[0]), text(fields[b"e"]),
-                        fields[b"d"])
-            for entry_id, fields in entries or []
-        ]  # fmt: skip
+        kept = stream_publications(channel, entries)
         room_epoch = None if room_epoch is None else text(room_epoch)
         return check_history(channel, since, epoch, int(current or 0), room_epoch, kept)
 

@@ -33,7 +33,14 @@ from redis.exceptions import RedisError, ResponseError
 from .._background import Background
 from ._cluster_listener import Naming, ShardedListener
 from ._cluster_topology import Topology, parse_seeds
-from ._redis_common import POSITION, idempotency_kind, publish_once, publish_script, text
+from ._redis_common import (
+    POSITION,
+    publish_call,
+    publish_once,
+    publish_script,
+    stream_publications,
+    text,
+)
 from .base import BackendUnavailable, Publication, PublishNotApplied, Resync, check_history
 
 __all__ = ["RedisClusterBackend"]
@@ -148,12 +155,10 @@ class RedisClusterBackend:
     async def publish(
         self, channel: str, data: bytes, *, idempotency_key: str | None = None
     ) -> Publication:
-        keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
-                self._key(channel, "stream"), self._key(channel, "pub"),
-                self._key(channel, idempotency_kind(idempotency_key))]  # fmt: skip
-        keyed = "1" if idempotency_key is not None else "0"
-        args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
-                int(self.idempotency_ttl * 1000), keyed]  # fmt: skip
+        keys, args = publish_call(
+            self._key, channel, data, idempotency_key, history_size=self.history_size,
+            room_ttl=self.room_ttl, idempotency_ttl=self.idempotency_ttl,
+        )  # fmt: skip
         try:
             reply = await self._publish_on_owner(keys, args, channel)
         except PublishNotApplied as exc:
@@ -226,11 +231,7 @@ class RedisClusterBackend:
                 return await pipe.execute()
 
         (current, room_epoch), entries = await self._on_owner(channel, read, what)
-        kept = [
-            Publication(channel, int(text(entry_id).split("-")[0]), text(fields[b"e"]),
-                        fields[b"d"])
-            for entry_id, fields in entries or []
-        ]  # fmt: skip
+        kept = stream_publications(channel, entries)
         room_epoch = None if room_epoch is None else text(room_epoch)
         return check_history(channel, since, epoch, int(current or 0), room_epoch, kept)
 
