@@ -47,13 +47,18 @@ async def _auth(ws: websockets.ClientConnection, token: str, type_: str = "auth"
     await ws.send(json.dumps({"type": type_, "token": token}, ensure_ascii=False))
 
 
+async def _logged_in(ws: websockets.ClientConnection, token: str) -> None:
+    """Send an auth frame and expect ``auth_ok`` (a first login or an honest refresh)."""
+    await _auth(ws, token)
+    assert json.loads(await ws.recv()) == {"type": "auth_ok"}
+
+
 async def test_refresh_with_another_principals_token_closes_1008(
     serve: Callable[..., RunningServer],
 ) -> None:
     server = serve(_app())
     async with websockets.connect(f"{server.url}/ws") as ws:
-        await _auth(ws, "alice-1")
-        assert json.loads(await ws.recv()) == {"type": "auth_ok"}
+        await _logged_in(ws, "alice-1")
         await _auth(ws, "mallory-1")
         assert await close_of(ws) == (1008, "principal changed")
 
@@ -63,10 +68,8 @@ async def test_honest_refresh_with_the_same_principal_is_accepted(
 ) -> None:
     server = serve(_app())
     async with websockets.connect(f"{server.url}/ws") as ws:
-        await _auth(ws, "alice-1")
-        assert json.loads(await ws.recv()) == {"type": "auth_ok"}
-        await _auth(ws, "alice-2")
-        assert json.loads(await ws.recv()) == {"type": "auth_ok"}
+        await _logged_in(ws, "alice-1")
+        await _logged_in(ws, "alice-2")
         await ws.send("hi")
         assert await ws.recv() == "alice:hi"
 
@@ -81,8 +84,7 @@ async def test_same_principal_hook_decides_and_a_raising_one_refuses(
 
     server = serve(_app(same_principal=same_tenant))
     async with websockets.connect(f"{server.url}/ws") as ws:
-        await _auth(ws, "alice-1")
-        assert json.loads(await ws.recv()) == {"type": "auth_ok"}
+        await _logged_in(ws, "alice-1")
         await _auth(ws, "mallory-1")
         assert await close_of(ws) == (1008, "principal changed")
 
@@ -103,7 +105,6 @@ async def test_malformed_refresh_frame_is_reported_as_malformed(
 ) -> None:
     server = serve(_app())
     async with websockets.connect(f"{server.url}/ws") as ws:
-        await _auth(ws, "alice-1")
-        assert json.loads(await ws.recv()) == {"type": "auth_ok"}
+        await _logged_in(ws, "alice-1")
         await ws.send('{"type":"auth","token":42}')
         assert await close_of(ws) == (1008, "auth malformed")
