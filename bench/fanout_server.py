@@ -12,7 +12,8 @@ Select the app with ``BENCH_VARIANT`` and run it with ``python -m bench.fanout_s
 ``bench._serve``), or with the CLI:
 ``BENCH_VARIANT=naive uvicorn --factory bench.fanout_server:make_app``.
 
-``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``).
+``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``);
+``BENCH_WS_DEFLATE=0`` runs it as ``--ws-per-message-deflate false``.
 ``BENCH_SNDBUF=<bytes>`` opens a second listener (``stall_port``) whose ``SO_SNDBUF`` is
 set to that size; accepted sockets inherit it, so a peer connecting there that stops
 reading blocks the server's sends after a few KiB instead of MiBs. Healthy peers use
@@ -278,18 +279,30 @@ def socketio_app(client_manager: Any = None) -> ASGIApp:
 
 
 def bare_app() -> Starlette:
-    count = {"connections": 0}
+    """Plus the naive loop on ``/pub``, so a memory run can send each receiver a message."""
+    receivers: set[WebSocket] = set()
 
     async def receiver(websocket: WebSocket) -> None:
         await websocket.accept()
-        count["connections"] += 1
+        receivers.add(websocket)
         try:
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
         finally:
-            count["connections"] -= 1
+            receivers.discard(websocket)
 
-    return Starlette(routes=[WebSocketRoute("/ws", receiver), _stats_route(lambda: dict(count))])
+    async def publish(text: str) -> None:
+        for websocket in list(receivers):
+            await websocket.send_text(text)
+
+    publisher = Counters().publisher(publish)
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(lambda: {"connections": len(receivers)}),
+        ]
+    )
 
 
 def make_app() -> ASGIApp:
@@ -310,6 +323,7 @@ def main() -> None:
         "bench.fanout_server:make_app",
         stall_listener=True,
         ws=os.environ.get("BENCH_WS", "websockets-sansio"),
+        ws_per_message_deflate=os.environ.get("BENCH_WS_DEFLATE", "1") != "0",
         lifespan="off",
         backlog=4096,
     )
