@@ -114,6 +114,46 @@ def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
     )
 
 
+# asgi_rt_stack: the same app behind the production middleware -----------------------------
+
+
+def _browser_headers(app: ASGIApp) -> ASGIApp:
+    """Add the Origin and bearer token a browser client would send (the raw bench client
+    sends neither); touches the handshake's scope only, never receive or send."""
+    extra = [(b"origin", b"https://app.example.com"), (b"authorization", b"Bearer bench")]
+
+    async def with_headers(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "headers": [*scope["headers"], *extra]}
+        await app(scope, receive, send)
+
+    return with_headers
+
+
+def asgi_rt_stack_app() -> ASGIApp:
+    """``asgi_rt`` behind Telemetry (1 % frame spans, no exporter), Handshake and
+    FirstMessageAuth (token from the handshake header, so each socket gets ``auth_ok``
+    first, which the bench client skips), as ``DESIGN.md``'s example stacks them."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from asgi_rt import FirstMessageAuthMiddleware, HandshakeMiddleware, TelemetryMiddleware
+
+    async def authenticate(token: str) -> str | None:
+        return "bench" if token == "bench" else None
+
+    app: ASGIApp = asgi_rt_app()
+    app = FirstMessageAuthMiddleware(app, authenticate=authenticate, header=True)
+    app = HandshakeMiddleware(app, allowed_origins=["https://app.example.com"])
+    app = TelemetryMiddleware(
+        app,
+        registry=CollectorRegistry(),
+        tracer_provider=TracerProvider(),
+        frame_sample_ratio=0.01,
+    )
+    return _browser_headers(app)
+
+
 # naive: the ConnectionManager from the FastAPI docs ---------------------------------------
 
 
@@ -310,6 +350,7 @@ def make_app() -> ASGIApp:
     factories: dict[str, Callable[[], ASGIApp]] = {
         "asgi_rt": asgi_rt_app,
         "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
+        "asgi_rt_stack": asgi_rt_stack_app,
         "naive": naive_app,
         "queue_writer": queue_writer_app,
         "socketio": socketio_app,
