@@ -27,6 +27,7 @@ import dataclasses
 import gc
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -130,10 +131,14 @@ def _browser_headers(app: ASGIApp) -> ASGIApp:
     return with_headers
 
 
-def asgi_rt_stack_app() -> ASGIApp:
+STACK = ("telemetry", "handshake", "auth")
+
+
+def asgi_rt_stack_app(layers: tuple[str, ...] = STACK) -> ASGIApp:
     """``asgi_rt`` behind Telemetry (1 % frame spans, no exporter), Handshake and
     FirstMessageAuth (token from the handshake header, so each socket gets ``auth_ok``
-    first, which the bench client skips), as ``DESIGN.md``'s example stacks them."""
+    first, which the bench client skips), as ``DESIGN.md``'s example stacks them;
+    ``layers`` picks some of them (``asgi_rt_stack_<layer>`` variants: one layer's cost)."""
     from opentelemetry.sdk.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -143,14 +148,17 @@ def asgi_rt_stack_app() -> ASGIApp:
         return "bench" if token == "bench" else None
 
     app: ASGIApp = asgi_rt_app()
-    app = FirstMessageAuthMiddleware(app, authenticate=authenticate, header=True)
-    app = HandshakeMiddleware(app, allowed_origins=["https://app.example.com"])
-    app = TelemetryMiddleware(
-        app,
-        registry=CollectorRegistry(),
-        tracer_provider=TracerProvider(),
-        frame_sample_ratio=0.01,
-    )
+    if "auth" in layers:
+        app = FirstMessageAuthMiddleware(app, authenticate=authenticate, header=True)
+    if "handshake" in layers:
+        app = HandshakeMiddleware(app, allowed_origins=["https://app.example.com"])
+    if "telemetry" in layers:
+        app = TelemetryMiddleware(
+            app,
+            registry=CollectorRegistry(),
+            tracer_provider=TracerProvider(),
+            frame_sample_ratio=0.01,
+        )
     return _browser_headers(app)
 
 
@@ -351,6 +359,7 @@ def make_app() -> ASGIApp:
         "asgi_rt": asgi_rt_app,
         "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
         "asgi_rt_stack": asgi_rt_stack_app,
+        **{f"asgi_rt_stack_{layer}": partial(asgi_rt_stack_app, (layer,)) for layer in STACK},
         "naive": naive_app,
         "queue_writer": queue_writer_app,
         "socketio": socketio_app,
