@@ -239,7 +239,7 @@ def summarize(runs: list[dict[str, Any]], ws: str, mode: str) -> dict[str, Any]:
         print(
             f"{ws:<18}{mode:<13}{app:<9}{row['rss_before_kib'] / 1024:>9.1f}"
             f"{row['rss_after_kib'] / 1024:>9.1f}{row['kib_per_connection']:>10.1f}{vs:>8.2f}"
-            f"{row['cpu_us_per_message']:>10.1f}"
+            f"{row['cpu_us_per_message']:>11.1f}"
         )
     return summary
 
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nIdle connections: {a.n} per run, one ~110 B message each way; server VmRSS")
     print(f"delta, server CPU per delivered message over {a.blast} broadcasts; median of {rounds}")
     print(
-        "{:<18}{:<13}{:<9}{:>9}{:>9}{:>10}{:>8}{:>10}".format(
+        "{:<18}{:<13}{:<9}{:>9}{:>9}{:>10}{:>8}{:>11}".format(
             *("uvicorn --ws", "clients", "app", "bef MiB", "aft MiB"),
             *("KiB/conn", "vs bare", "CPU us/msg"),
         )
