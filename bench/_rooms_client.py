@@ -37,7 +37,7 @@ from ._wsclient import Reactor, WSConn, http_get_json, raise_nofile_limit
 
 ROOM_PREFIX = b'{"room":"r","seq":'
 _RP = len(ROOM_PREFIX)
-_DATA = len(b',"data":"')
+DATA_KEY = b',"data":"'  # after "epoch" since the renovation
 _BRACE, _R = ord("{"), ord("r")
 
 
@@ -91,10 +91,11 @@ class RoomsClient:
     def on_frame(self, conn: WSConn, data: bytes, start: int, end: int, now: int) -> None:
         if data[start] != _BRACE:  # handrolled_redis: the published text as is
             self._deliver(conn, int(data[start : start + 7]), now)
-        elif data[start + 2] == _R:  # {"room":"r","seq":N,"data":"<bench seq> ..."}
+        elif data[start + 2] == _R:  # {"room":"r","seq":N,"epoch":"..","data":"<bench seq> ..."}
             comma = data.find(b",", start + _RP, end)
             room_seq = int(data[start + _RP : comma])
-            seq = int(data[comma + _DATA : comma + _DATA + 7])
+            body = data.find(DATA_KEY, comma, end) + len(DATA_KEY)
+            seq = int(data[body : body + 7])
             if room_seq != seq + 1:
                 self.room_seq_mismatch += 1
                 self.room_seq_offsets.add(room_seq - seq)
