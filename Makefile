@@ -79,11 +79,13 @@ pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Programs the tests run for real (each test starts its own on a free port): redis-server
-# (the Redis backplane), Prometheus (the Grafana dashboard test), Chromium (the example
+# and redis-cli (the Redis backplane, single node and a 3-master cluster), nats-server (the
+# NATS JetStream backplane), Prometheus (the Grafana dashboard test), Chromium (the example
 # page, driven by Playwright: it cannot download its own browser here) and nginx (the
 # README's Deploying section). Installed from Debian's packages when missing and we are
 # root; otherwise say what to install. Under CI=true a package still missing is an error.
-SYSTEM_PACKAGES := redis-server:redis-server prometheus:prometheus chromium:chromium nginx:nginx
+SYSTEM_PACKAGES := redis-server:redis-server redis-cli:redis-tools nats-server:nats-server \
+	prometheus:prometheus chromium:chromium nginx:nginx
 MISSING_SYSTEM = for pair in $(SYSTEM_PACKAGES); do \
 	  cmd=$${pair%%:*}; pkg=$${pair\#\#*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/bin/$$cmd ] || [ -x /usr/sbin/$$cmd ] \

@@ -37,7 +37,7 @@ from ._wsclient import Reactor, WSConn, http_get_json, raise_nofile_limit
 
 ROOM_PREFIX = b'{"room":"r","seq":'
 _RP = len(ROOM_PREFIX)
-DATA_KEY = b',"data":"'  # after "epoch" since the renovation
+_DATA = len(b',"data":"')
 _BRACE, _R = ord("{"), ord("r")
 
 
@@ -91,11 +91,11 @@ class RoomsClient:
     def on_frame(self, conn: WSConn, data: bytes, start: int, end: int, now: int) -> None:
         if data[start] != _BRACE:  # handrolled_redis: the published text as is
             self._deliver(conn, int(data[start : start + 7]), now)
-        elif data[start + 2] == _R:  # {"room":"r","seq":N,"epoch":"..","data":"<bench seq> ..."}
+        elif data[start + 2] == _R:  # {"room":"r","seq":N,"epoch":E,"data":"<bench seq> ..."}
             comma = data.find(b",", start + _RP, end)
             room_seq = int(data[start + _RP : comma])
-            body = data.find(DATA_KEY, comma, end) + len(DATA_KEY)
-            seq = int(data[body : body + 7])
+            at = data.find(b'"data":"', comma, end) + _DATA - 1  # after "epoch", if any
+            seq = int(data[at : at + 7])
             if room_seq != seq + 1:
                 self.room_seq_mismatch += 1
                 self.room_seq_offsets.add(room_seq - seq)

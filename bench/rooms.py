@@ -18,7 +18,11 @@ A B C D in every round, medians over rounds:
    local);
 3. ``socketio_redis``: python-socketio ``AsyncServer`` with ``AsyncRedisManager``, two
    workers, room emit (the client speaks Engine.IO v4 / socket.io over raw WebSockets);
-4. ``handrolled_redis`` (reference, no target): one ``redis.asyncio`` pub/sub listener per
+4. ``asgi_rt_nats``: ``RoomManager(backend="nats://...")``, two workers, on a nats-server
+   with JetStream of our own (store in a temporary directory); its CPU shows in the
+   ``redis`` column (the backplane's). Compared with ``asgi_rt_redis`` in the report's
+   ratio lines (``--variants asgi_rt_redis,asgi_rt_nats`` runs just the two);
+5. ``handrolled_redis`` (reference, no target): one ``redis.asyncio`` pub/sub listener per
    worker feeding the naive ``for ws in conns: await ws.send_text(m)`` loop, the design
    PERF-NOTES measured at 118k-132k msgs/s. No seq, history, reconnects or backpressure:
    what a bare backplane costs on this harness.
@@ -73,13 +77,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._nats import NatsServer
 from ._proc import OUT_DIR, ROOT, Server, _pinned, run_client
 from ._pyspy import _frame, print_profile, print_shares, start_py_spy, stop_py_spy, summarize_raw
 from ._report import check, print_targets, progress, write_json
 from ._stats import fmt, med
 
-VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis")
-TWO_WORKERS = frozenset({"asgi_rt_redis", "socketio_redis", "handrolled_redis"})
+VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis", "asgi_rt_nats")
+TWO_WORKERS = frozenset(
+    {"asgi_rt_redis", "socketio_redis", "handrolled_redis", "asgi_rt_nats", "asgi_rt_redis_cluster"}
+)  # asgi_rt_redis_cluster: run by bench.cluster, which starts the cluster
 P99_MARGIN_MS = 5.0  # target: cross-worker asgi_rt p99 <= single-process memory p99 + 5 ms
 THROUGHPUT_RATIO = 3.0  # target: asgi_rt cross-worker msgs/s >= 3x python-socketio's
 NOISY = 0.15  # cores the rest of the machine may use before a session counts as disturbed
@@ -264,6 +271,7 @@ class RedisServer:
 def run_session(
     plan: Plan,
     redis: RedisServer,
+    nats: NatsServer | None,
     pin: str,
     variant: str,
     rnd: int,
@@ -273,6 +281,11 @@ def run_session(
 ) -> dict[str, Any]:
     server_cpu, client_cpu = cpus_for(pin)
     redis.pin(client_cpu)
+    if nats is not None:
+        if variant == "asgi_rt_nats":
+            nats.reset()  # an empty store, as FLUSHALL gives Redis: the room starts at seq 1
+        nats.pin(client_cpu)
+    backplane = nats if variant == "asgi_rt_nats" and nats is not None else redis
     session: dict[str, Any] = {"pin": pin, "variant": variant, "round": rnd}
     t0 = time.perf_counter()
     if not redis.command(b"FLUSHALL").startswith(b"+OK"):
@@ -291,6 +304,8 @@ def run_session(
                     variant, plan.ws, tag=tag, cpu=server_cpu, module="bench.rooms_server"
                 )
                 server.env["BENCH_REDIS_URL"] = redis.url
+                if nats is not None:
+                    server.env["BENCH_NATS_URL"] = nats.url
                 servers.append(stack.enter_context(server))
             if profile_dir is not None:
                 for worker, server in zip(workers, servers, strict=True):
@@ -301,7 +316,7 @@ def run_session(
                 "port_a": servers[0].port,
                 "port_b": servers[-1].port,
                 "server_pids": [s.pid for s in servers],
-                "redis_pid": redis.pid if variant in TWO_WORKERS else None,
+                "redis_pid": backplane.pid if variant in TWO_WORKERS else None,
                 "receivers": plan.receivers,
                 "broadcasts": broadcasts or plan.broadcasts,
                 "warmup": plan.warmup,
@@ -512,6 +527,15 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
             f"in order, room seq consistent (completeness {rr['completeness'] * 100:.1f}%, "
             f"{rr['totals']})"
         )
+    nats = summary.get("asgi_rt_nats", {})
+    if rr.get("rounds") and nats.get("rounds"):
+        print(
+            f"\nasgi_rt over NATS JetStream / over single-node Redis, pin={pin}: msgs/s "
+            f"{nats['msgs_per_s'] / rr['msgs_per_s']:.2f}x, remote (B) p99 "
+            f"{nats['b_p99_ms'] / rr['b_p99_ms']:.2f}x ({fmt(nats['b_p99_ms'])} vs "
+            f"{fmt(rr['b_p99_ms'])} ms), backplane cpu {fmt(nats['redis_cpu'])} vs "
+            f"{fmt(rr['redis_cpu'])} cores"
+        )
     print_targets(checks, notes_for(summary), f", pin={pin}")
     return checks
 
@@ -560,7 +584,7 @@ _SEND_FUNCS = frozenset(
         "WebSocket.send_text",
     }
 )
-_FAN_OUT_FUNCS = frozenset({"RoomManager._fan_out", "handrolled_redis_app.<locals>.listen"})
+_FAN_OUT_FUNCS = frozenset({"Recovery.fan_out", "handrolled_redis_app.<locals>.listen"})
 
 
 def classify(frames: list[tuple[str, str, str]]) -> str:
@@ -639,7 +663,14 @@ def print_breakdown(b: dict[str, Any]) -> None:
 def run_profile(plan: Plan, redis: RedisServer, variant: str) -> dict[str, Any]:
     pin = plan.pins[0]
     session = run_session(
-        plan, redis, pin, variant, 0, broadcasts=plan.profile_broadcasts, profile_dir=OUT_DIR
+        plan,
+        redis,
+        None,
+        pin,
+        variant,
+        0,
+        broadcasts=plan.profile_broadcasts,
+        profile_dir=OUT_DIR,
     )
     print(
         f"\n== py-spy: {variant}, pin={pin}, {plan.profile_broadcasts} broadcasts, both workers "
@@ -691,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     profile: dict[str, Any] = {}
     summaries: dict[str, Any] = {}
     checks: dict[str, list[str]] = {}
-    with RedisServer(None) as redis:
+    with ExitStack() as servers:
+        redis = servers.enter_context(RedisServer(None))
+        nats = servers.enter_context(NatsServer()) if "asgi_rt_nats" in plan.variants else None
         version = redis.info(b"server").get("redis_version", "?")
         order = [
             (r, p, v) for r in range(1, plan.rounds + 1) for p in plan.pins for v in plan.variants
@@ -699,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, (rnd, pin, variant) in enumerate(order, 1):
             attempts: list[dict[str, Any]] = []
             while True:
-                session = run_session(plan, redis, pin, variant, rnd)
+                session = run_session(plan, redis, nats, pin, variant, rnd)
                 session["attempt"] = len(attempts) + 1
                 attempts.append(session)
                 what = f"round {rnd} pin={pin:<5} {variant:<15}"

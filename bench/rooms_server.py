@@ -14,6 +14,9 @@ Every variant serves:
 * ``asgi_rt_redis``: ``asgi_rt.RoomManager(backend=BENCH_REDIS_URL)``, entered in the
   app's lifespan; members get ``{"room":"r","seq":N,"data":"<published text>"}``;
 * ``asgi_rt_memory``: the same app with ``backend="memory://"`` (one process only);
+* ``asgi_rt_redis_cluster``: the same app on ``BENCH_CLUSTER_URL`` (``redis-cluster://``,
+  run by ``bench.cluster``);
+* ``asgi_rt_nats``: the same app with ``backend=BENCH_NATS_URL`` (NATS JetStream);
 * ``socketio_redis``: python-socketio ``AsyncServer`` with
   ``socketio.AsyncRedisManager(BENCH_REDIS_URL)`` (the app of ``bench.fanout_server``);
 * ``handrolled_redis`` (reference): what PERF-NOTES calls the hand-rolled listener: one
@@ -158,6 +161,8 @@ def make_app() -> ASGIApp:
     factories: dict[str, Callable[[], ASGIApp]] = {
         "asgi_rt_redis": lambda: asgi_rt_rooms_app(url, room),
         "asgi_rt_memory": lambda: asgi_rt_rooms_app("memory://", room),
+        "asgi_rt_redis_cluster": lambda: asgi_rt_rooms_app(os.environ["BENCH_CLUSTER_URL"], room),
+        "asgi_rt_nats": lambda: asgi_rt_rooms_app(os.environ["BENCH_NATS_URL"], room),
         "socketio_redis": lambda: socketio_redis_app(url),
         "handrolled_redis": lambda: handrolled_redis_app(url, room),
     }

@@ -20,9 +20,10 @@ from ._system import free_port, require_binary
 
 
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *args: str) -> None:
         self.binary = require_binary("redis-server", "redis-server")
         self.workdir = workdir
+        self.args = args  # more options (a cluster node's)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -33,7 +34,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
+             "--appendonly", "no", "--dir", str(self.workdir), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         wait_for(self._pong, what="redis-server to answer PING")
@@ -54,6 +55,13 @@ class RedisServer:
         self.proc.wait(10)
         self.proc = None
         self.start()
+
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop with ``sig`` (a crash by default) and wait for the process to end."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(10)
+        self.proc = None
 
     def pause(self) -> None:
         """SIGSTOP: the process freezes with its sockets open (a GC pause, a stalled VM)."""

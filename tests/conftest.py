@@ -6,8 +6,10 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp
 
+from ._nats import NatsServer
 from ._rawclient import RawClient
 from ._redis import RedisServer
+from ._redis_cluster import RedisClusterServers
 from ._server import RunningServer
 
 
@@ -59,6 +61,28 @@ def raw() -> Iterator[Callable[..., RawClient]]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """A fresh redis-server on a free port (no persistence); stopped at teardown."""
     server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """One 3-master Redis Cluster for the whole session (it takes seconds to form); tests
+    use their own rooms, or ``flushall()`` first."""
+    cluster = RedisClusterServers(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server with JetStream on a free port, shared by a module's tests (each test
+    uses its own subject prefix); stopped at teardown."""
+    server = NatsServer(tmp_path_factory.mktemp("nats"))
     server.start()
     yield server
     server.stop()

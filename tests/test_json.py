@@ -45,6 +45,8 @@ def anyio_backend() -> str:
         ('{"a": [1, {"b": "x\\ud800"}]}', f"lone surrogate in 'x\\ud800' {NO_UTF8} at $['a'][1]"),
         ('{"\\udc00": 1}', "lone surrogate"),
         ("1" * 5000, "an integer of over 4300 digits"),
+        # a frame too large to search for the path pays no Python walk over its items
+        ("[" + "0," * 40_000 + '"\\ud800"]', "a lone surrogate (it has no UTF-8 encoding)"),
     ],
 )  # fmt: skip
 def test_loads_refuses_what_is_not_json_within_limits(text: str, says: str) -> None:
@@ -61,6 +63,7 @@ def test_loads_refuses_what_is_not_json_within_limits(text: str, says: str) -> N
         '["' + "[" * 200 + '", "\\"[[[[[", "\\\\", {"k": "{{{{"}]',
         json.dumps([{"a": i, "b": [i]} for i in range(300)]),
         '"\\ud83d\\ude00"',
+        "[" + "0," * 40_000 + '"\\ud83d\\ude00"]',  # a pair is fine, however wide the frame
         "1" * 4000,
         "-1.5e300",
     ],

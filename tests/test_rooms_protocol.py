@@ -93,3 +93,23 @@ async def test_a_join_with_since_and_epoch_resumes_the_room(
         frames = await ask(ws, "join", resume, 1)
     assert [f["data"] for f in frames if "data" in f and "seq" in f] == [2, 3]
     assert frames[-1]["data"] == {"room": "a", "joined": True}
+
+
+async def test_a_join_the_managers_authorize_refuses_is_an_answer_not_an_error(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """``RoomManager(authorize=)`` refusing a multiplexed join used to come back as a
+    handler_error with a traceback logged at ERROR per attempt (a client could flood the
+    log); it is the protocol's refusal, and the socket carries on."""
+
+    async def authorize(principal: Any, action: str, room: str) -> bool:
+        return room != "private-admin"
+
+    rooms = RoomManager(authorize=authorize)
+    server = serve(make_app(rooms), lifespan="on")  # the fixture fails on any ERROR log
+    async with websockets.connect(f"{server.url}/ws") as ws:
+        for n in range(3):
+            refused = (await ask(ws, "join", {"room": "private-admin"}, n))[-1]
+            assert refused == {"type": "ack", "id": n, "data": {
+                "room": "private-admin", "joined": False, "reason": "not allowed"}}  # fmt: skip
+        assert (await ask(ws, "join", {"room": "a"}, 9))[-1]["data"]["joined"] is True

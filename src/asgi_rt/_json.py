@@ -85,9 +85,33 @@ def loads(raw: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
         and _deeper_than(text, max_depth)
     ):
         raise BadJSON(f"JSON nested deeper than {max_depth} levels")
-    if ("\\ud" in text or "\\uD" in text) and (found := _find(value, _surrogate)) is not None:
-        raise BadJSON(f"{found[1]} at {found[0]}")
+    if ("\\ud" in text or "\\uD" in text) and _has_lone_surrogate(value):
+        raise BadJSON(_where_surrogate(value, len(text)))
     return value
+
+
+_LOCATE_LIMIT = 64 * 1024  # past this, a bad frame is not searched for the item's path
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded value holds a lone surrogate: re-encoding it in C and asking for
+    UTF-8 is linear and fast; walking it in Python costs a microsecond per item."""
+    try:
+        _ENCODER.encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _where_surrogate(value: Any, size: int) -> str:
+    """The message for a frame with a lone surrogate: with its path when the frame is small
+    (the walk that finds it is Python-speed, so a large hostile frame does not pay it)."""
+    found = _find(value, _surrogate) if size <= _LOCATE_LIMIT else None
+    return (
+        "a lone surrogate (it has no UTF-8 encoding)"
+        if found is None
+        else (f"{found[1]} at {found[0]}")
+    )
 
 
 def _deeper_than(text: str, max_depth: int) -> bool:
@@ -165,17 +189,21 @@ def _surrogate(item: Any) -> str | None:
 
 
 def _find(value: Any, problem_of: Callable[[Any], str | None]) -> tuple[str, str] | None:
-    """The path (``$['a'][2]``) of the first leaf or key with a problem, and the problem."""
-    stack: list[tuple[str, Any]] = [("$", value)]
+    """The path (``$['a'][2]``) of the first leaf or key with a problem, and the problem.
+
+    Linear in the number of items: a path is spelled out only for the item found (each
+    stack entry keeps its label and its parent's entry), so a wide, deep value costs what
+    visiting it costs, not nodes x depth."""
+    stack: list[tuple[Any, _Where]] = [(value, None)]
     on_path: set[int] = set()
     while stack:
-        path, item = stack.pop()
+        item, where = stack.pop()
         if not isinstance(item, dict | list | tuple):
             if (problem := problem_of(item)) is not None:
-                return path, problem
+                return _path(where), problem
             continue
         if id(item) in on_path:
-            return path, "a circular reference"
+            return _path(where), "a circular reference"
         on_path.add(id(item))  # never removed: a container seen twice is a cycle or shared
         if isinstance(item, dict):
             for key in item:
@@ -183,12 +211,23 @@ def _find(value: Any, problem_of: Callable[[Any], str | None]) -> tuple[str, str
                 if problem is None and not isinstance(key, str | int | float | bool | None):
                     problem = f"type {type(key).__name__} ({shorten(key)}) as a key"
                 if problem is not None:
-                    return f"{path} (a key)", problem
-            children = [(f"{path}[{shorten(k)}]", v) for k, v in item.items()]
+                    return f"{_path(where)} (a key)", problem
+            children: list[tuple[Any, _Where]] = [(v, (k, where)) for k, v in item.items()]
         else:
-            children = [(f"{path}[{i}]", v) for i, v in enumerate(item)]
+            children = [(v, (i, where)) for i, v in enumerate(item)]
         stack.extend(reversed(children))
     return None
+
+
+_Where = tuple[Any, "_Where"] | None  # (key or index, the parent's) ; None: the whole value
+
+
+def _path(where: _Where) -> str:
+    labels = []
+    while where is not None:
+        label, where = where
+        labels.append(f"[{label}]" if isinstance(label, int) else f"[{shorten(label)}]")
+    return "$" + "".join(reversed(labels))
 
 
 def shorten(item: Any) -> str:

@@ -8,24 +8,30 @@ middlewares and managers of an app (``TelemetryMiddleware(app, metrics=metrics)`
 
 from __future__ import annotations
 
-import os
 import weakref
-from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
+from ._exposition import MetricsApp, metrics_app, multiprocess_enabled
 from ._families import CounterFamily, Families, FastFamily, GaugeFamily, HistogramFamily
-from .backends.base import Backend, ListenerHealth
+from ._samples import (
+    Read,
+    Samples,
+    depth,
+    drops,
+    heartbeat_closes,
+    listener_up,
+    reconnects,
+    rooms,
+    slow,
+)
 
 if TYPE_CHECKING:
     from .connections.manager import ConnectionManager
-    from .rooms import RoomManager
 
 __all__ = [
     "CLOSE_CODES",
@@ -58,11 +64,6 @@ def close_code_label(code: int | None) -> str:
     return "other"
 
 
-def _multiprocess_enabled() -> bool:
-    # prometheus_client switches itself to multiprocess values on this variable; we follow it
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-
-
 class Metrics:
     """The asgi_rt metric families in one registry.
 
@@ -80,7 +81,7 @@ class Metrics:
         self, registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
     ) -> None:
         self.registry = REGISTRY if registry is None else registry
-        self.multiprocess = _multiprocess_enabled() if multiprocess is None else multiprocess
+        self.multiprocess = multiprocess_enabled() if multiprocess is None else multiprocess
         f = Families(self.registry, multiprocess=self.multiprocess)
         self.connections_active: GaugeFamily = f.gauge(
             "asgi_rt_connections_active", "Open WebSockets.", ["route"]
@@ -201,10 +202,10 @@ class Metrics:
     def _exported(self) -> list[tuple[CounterFamily | GaugeFamily, Read]]:
         """Each family read from managers' stats, and the function that reads it."""
         return [
-            (self.queue_depth, _depth), (self.messages_dropped, _drops),
-            (self.slow_consumer_disconnects, _slow), (self.rooms_active, _rooms),
-            (self.backplane_listener_up, _listener_up),
-            (self.backplane_reconnects, _reconnects), (self.heartbeat_closes, _heartbeat_closes),
+            (self.queue_depth, depth), (self.messages_dropped, drops),
+            (self.slow_consumer_disconnects, slow), (self.rooms_active, rooms),
+            (self.backplane_listener_up, listener_up),
+            (self.backplane_reconnects, reconnects), (self.heartbeat_closes, heartbeat_closes),
         ]  # fmt: skip
 
     def _sum_over_managers(self, values: Read) -> Samples:
@@ -231,103 +232,3 @@ class Metrics:
     def auth_failed(self, reason: str, scope: Scope) -> None:
         """Count an auth failure; pass as ``FirstMessageAuthMiddleware(on_failure=...)``."""
         self.auth_failures.labels(reason).inc()
-
-
-Samples = list[tuple[tuple[str, ...], float]]
-Read = Callable[[list["ConnectionManager"]], Samples]
-
-
-def _heartbeat_closes(managers: list[ConnectionManager]) -> Samples:
-    stats = [m.stats() for m in managers]
-    return [
-        (("idle_timeout",), float(sum(s.idle_timeouts for s in stats))),
-        (("heartbeat_timeout",), float(sum(s.heartbeat_timeouts for s in stats))),
-    ]
-
-
-def _room_managers(managers: list[ConnectionManager]) -> list[RoomManager]:
-    from .rooms import RoomManager  # imported here: it imports this module's users
-
-    return [m for m in managers if isinstance(m, RoomManager)]
-
-
-def _backends(managers: list[ConnectionManager]) -> list[Backend]:
-    return [m.backend for m in _room_managers(managers)]
-
-
-def _rooms(managers: list[ConnectionManager]) -> Samples:
-    rooms = _room_managers(managers)
-    return [((), float(sum(len(m.rooms()) for m in rooms)))] if rooms else []
-
-
-def _listener_up(managers: list[ConnectionManager]) -> Samples:
-    backends = _backends(managers)
-    if not backends:
-        return []
-    up = (b.listener_up if isinstance(b, ListenerHealth) else True for b in backends)
-    return [((), float(min(int(u) for u in up)))]
-
-
-def _reconnects(managers: list[ConnectionManager]) -> Samples:
-    backends = _backends(managers)
-    counts = (b.reconnects if isinstance(b, ListenerHealth) else 0 for b in backends)
-    return [((), float(sum(counts)))] if backends else []
-
-
-def _depth(managers: list[ConnectionManager]) -> Samples:
-    return [((), float(sum(c.queued for m in managers for c in m)))]
-
-
-def _drops(managers: list[ConnectionManager]) -> Samples:
-    totals = dict.fromkeys(("drop_oldest", "drop_newest", "coalesced", "closed"), 0.0)
-    for manager in managers:
-        s = manager.stats()
-        totals["drop_oldest"] += s.dropped_oldest
-        totals["drop_newest"] += s.dropped_newest
-        totals["coalesced"] += s.coalesced
-        totals["closed"] += s.dropped_closed + s.discarded_on_close
-    return [((reason,), value) for reason, value in totals.items()]
-
-
-def _slow(managers: list[ConnectionManager]) -> Samples:
-    stats = [m.stats() for m in managers]
-    return [((), float(sum(s.slow_consumer_disconnects + s.send_timeouts for s in stats)))]
-
-
-class MetricsApp:
-    """The ASGI exposition app :func:`metrics_app` returns (a class, so that Starlette's
-    ``Route("/metrics", metrics_app())`` treats it as an ASGI app, not a view function)."""
-
-    def __init__(self, registry: CollectorRegistry, multiprocess: bool) -> None:
-        self.registry = registry
-        self.multiprocess = multiprocess
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), "")
-        source: Any = self.registry
-        if self.multiprocess:
-            source = CollectorRegistry()
-            MultiProcessCollector(source)  # type: ignore[no-untyped-call]
-        encoder, content_type = choose_encoder(accept)
-        body = encoder(source)
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-def metrics_app(
-    registry: CollectorRegistry | None = None, *, multiprocess: bool | None = None
-) -> ASGIApp:
-    """An ASGI app serving the Prometheus exposition (OpenMetrics when the scraper asks).
-
-    Mount it with ``app.add_route("/metrics", metrics_app())`` or ``app.mount(...)``. In
-    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set, e.g. ``uvicorn --workers N``)
-    each scrape aggregates every worker's files, whichever worker answers.
-    """
-    chosen = REGISTRY if registry is None else registry
-    return MetricsApp(chosen, _multiprocess_enabled() if multiprocess is None else multiprocess)

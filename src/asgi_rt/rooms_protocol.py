@@ -27,6 +27,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from .connections.connection import Connection
+from .exceptions import Forbidden
 from .messages import Router
 from .rooms import RoomManager
 
@@ -80,7 +81,10 @@ def room_handlers(router: Router, rooms: RoomManager, *, allow: Allow | None = N
         mine = joined.setdefault(conn, set())
         if len(mine) >= max_rooms and data.room not in mine:
             return {"room": data.room, "joined": False, "reason": f"in {max_rooms} rooms already"}
-        await rooms.join(conn, data.room, since=data.since, epoch=data.epoch, announce=True)
+        try:
+            await rooms.join(conn, data.room, since=data.since, epoch=data.epoch, announce=True)
+        except Forbidden:  # the manager's authorize said no: an answer, not a handler error
+            return {"room": data.room, "joined": False, "reason": "not allowed"}
         mine.add(data.room)
         return {"room": data.room, "joined": True}
 

@@ -23,7 +23,7 @@ iterator, which would put a second, unbounded-by-policy buffer in front of ours.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
@@ -32,35 +32,24 @@ import anyio.lowlevel
 from sse_starlette.event import ServerSentEvent
 from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, Response
-from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocketState
+from starlette.types import Receive, Scope, Send
 
+from ._eventstream import EventStream, Preframed, encoder_for, format_event
 from .backends.base import PositionStore
-from .connections._encode import Frame, compact_dumps
 from .connections.connection import Connection
 from .connections.manager import ConnectionManager
 from .connections.state import ConnectionState
 from .exceptions import Forbidden
 from .rooms import RoomManager
-from .rooms._frames import RoomFrame, room_notice
+from .rooms._frames import room_notice
 
 __all__ = ["EventStreamResponse", "ServerSentEvent", "format_event", "parse_last_event_id"]
 
 logger = logging.getLogger("asgi_rt.sse")
 
-SEP = "\n"  # the TelemetryMiddleware counts events by blank lines
-CLOSE_EVENT = "close"
 _REFUSED = {401: "authentication required", 403: "forbidden"}
 
 OnConnect = Callable[[Connection], Awaitable[None]]
-
-
-def format_event(
-    data: str | None = None, *, event: str | None = None, id: str | None = None,
-    retry: int | None = None, comment: str | None = None,
-) -> bytes:  # fmt: skip
-    """One event in ``text/event-stream`` framing (lines of ``data`` become ``data:`` lines)."""
-    return ServerSentEvent(data, event=event, id=id, retry=retry, comment=comment, sep=SEP).encode()
 
 
 def parse_last_event_id(value: str | None) -> tuple[int, str | None] | None:
@@ -132,10 +121,11 @@ class EventStreamResponse(Response):
             status = 401 if scope.get("user") is None else 403
             await PlainTextResponse(_REFUSED[status], status)(scope, receive, send)
             return
-        stream = EventStream(scope, receive, send, headers=self.raw_headers, room=self.room)
+        stream = EventStream(scope, receive, send, headers=self.raw_headers, room=self.room,
+                             encoder=encoder_for(self.manager))  # fmt: skip
         async with self.manager.connect(stream, **self.meta) as conn:
             if self.retry is not None:
-                await stream.write(format_event(retry=self.retry))
+                await stream.write(format_event(retry=self.retry))  # no event: a field only
             try:
                 await self._open(conn, Headers(scope=scope).get("last-event-id"))
             except Forbidden:  # revoked meanwhile, or on_connect joined a room it may not
@@ -184,86 +174,7 @@ async def _refuse_position(rooms: RoomManager, conn: Connection, room: str) -> N
         await conn.send({"type": "recovery_failed", "room": room, "reason": "unknown position"})
 
 
-class EventStream:
-    """The transport of an SSE member: WebSocket semantics over an HTTP response.
-
-    ``accept`` starts the response, a ``websocket.send`` becomes one event, a
-    ``websocket.close`` a final ``event: close`` and the end of the body; ``receive`` waits
-    for ``http.disconnect``. Made by :class:`EventStreamResponse`.
-    """
-
-    kind = "sse"
-
-    def __init__(
-        self, scope: Scope, receive: Receive, send: Send, *,
-        headers: Iterable[tuple[bytes, bytes]], room: str | None,
-    ) -> None:  # fmt: skip
-        self.scope = scope
-        self.application_state = WebSocketState.CONNECTING
-        self._asgi_receive, self._asgi_send = receive, send
-        self._headers = list(headers)
-        self._room = room
-
-    async def accept(
-        self, subprotocol: str | None = None, headers: Iterable[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        await self._asgi_send({"type": "http.response.start", "status": 200,
-                               "headers": [*self._headers, *(headers or ())]})  # fmt: skip
-        self.application_state = WebSocketState.CONNECTED
-
-    async def write(self, body: bytes) -> None:
-        await self._asgi_send({"type": "http.response.body", "body": body, "more_body": True})
-
-    async def send_data(self, message: Message) -> None:
-        """The data path (``Connection`` sends data frames here): one message, one event."""
-        await self.write(self.encode(message))
-
-    async def send(self, message: Message) -> None:
-        if message["type"] != "websocket.close":
-            await self.send_data(message)
-            return
-        self.application_state = WebSocketState.DISCONNECTED
-        close = {"code": message.get("code", 1000), "reason": message.get("reason", "")}
-        last = format_event(compact_dumps(close), event=CLOSE_EVENT)
-        await self._asgi_send({"type": "http.response.body", "body": last, "more_body": False})
-
-    async def receive(self) -> Message:
-        while True:
-            message = await self._asgi_receive()
-            if message["type"] == "http.disconnect":
-                self.application_state = WebSocketState.DISCONNECTED
-                return {"type": "websocket.disconnect", "code": 1001}
-
-    def encode(self, message: Message) -> bytes:
-        """One message as one event, encoded once per message and shared by every member."""
-        if isinstance(message, RoomFrame) and message.room == self._room:
-            if message.cache is None:
-                message.cache = format_event(message["text"], id=f"{message.epoch}:{message.seq}")
-            return message.cache
-        if not isinstance(message, Frame):
-            return _plain_event(message)
-        plain: bytes | None = getattr(message, "plain", None)
-        if plain is None:
-            plain = message.plain = _plain_event(message)
-        return plain
-
-
-def _plain_event(message: Message) -> bytes:
-    text = message.get("text")
-    if text is None:
-        text = bytes(message.get("bytes") or b"").decode("utf-8", "replace")
-    return format_event(text)
-
-
-def _preframed(body: bytes) -> Frame:
-    """A message only an event stream can carry (a comment, a full event): its encoding
-    is given; it is queued and dropped like any other."""
-    frame = Frame(type="websocket.send", text="")
-    frame.plain = body
-    return frame
-
-
-HEARTBEAT = _preframed(format_event(comment="ping"))
+HEARTBEAT = Preframed(format_event(comment="ping"), 0)
 
 
 async def _beat(conn: Connection, interval: float) -> None:
@@ -295,7 +206,7 @@ async def _pump_items(conn: Connection, source: AsyncIterable[Any]) -> None:
             if conn.state is not ConnectionState.OPEN:
                 return
             if isinstance(item, ServerSentEvent):
-                conn.deliver(_preframed(_reframe(item)), 0)
+                conn.deliver(Preframed(_reframe(item), 1), 0)
             else:
                 await conn.send(item)
             await conn.wait_flushed()

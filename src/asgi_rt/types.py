@@ -8,8 +8,14 @@ from __future__ import annotations
 from typing import Literal, NotRequired, TypedDict
 
 __all__ = [
+    "EVENTS_KEY",
     "WebSocketSendEvent",
 ]
+
+EVENTS_KEY = "asgi_rt.events"
+"""The key of an ``http.response.body`` message of an asgi_rt event stream that says how
+many SSE events the chunk carries (0 for a comment or a ``retry:`` field); telemetry reads
+it instead of parsing the body. Servers ignore keys they do not know."""
 
 
 class WebSocketSendEvent(TypedDict):

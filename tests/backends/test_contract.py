@@ -1,7 +1,9 @@
-"""One contract, every backend: the memory backend (asyncio and trio) and Redis (asyncio)."""
+"""One contract, every backend: the memory backend (asyncio and trio), Redis, Redis Cluster
+and NATS JetStream (asyncio)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -11,20 +13,34 @@ import pytest
 from asgi_rt.backends import Backend, HistoryGap, MemoryBackend, Publication
 from asgi_rt.backends.base import PresenceStore
 
+from .._nats import NatsServer
 from .._poll import await_for, await_true
 from .._redis import RedisServer
+from .._redis_cluster import RedisClusterServers
 
 pytestmark = pytest.mark.anyio
 
 Factory = Callable[[int], Backend]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster", "nats"])
 def make(request: pytest.FixtureRequest, anyio_backend: str) -> Factory:
     if request.param == "memory":
         return lambda history: MemoryBackend(history_size=history)
     if anyio_backend != "asyncio":
-        pytest.skip("the Redis backend is asyncio-only (redis-py)")
+        pytest.skip(f"the {request.param} backend is asyncio-only")
+    if request.param == "redis-cluster":
+        cluster: RedisClusterServers = request.getfixturevalue("redis_cluster")
+        cluster.flushall()  # one cluster for the session: every test starts from empty rooms
+        from asgi_rt.backends.redis_cluster import RedisClusterBackend
+
+        return lambda history: RedisClusterBackend.from_url(cluster.url, history_size=history)
+    if request.param == "nats":
+        from asgi_rt.backends.nats import NatsBackend
+
+        nats: NatsServer = request.getfixturevalue("nats_server")
+        prefix = f"t{uuid.uuid4().hex[:8]}"  # one server per module: a stream per test
+        return lambda history: NatsBackend(nats.url, history_size=history, prefix=prefix)
     server: RedisServer = request.getfixturevalue("redis_server")
     from asgi_rt.backends.redis import RedisBackend
 
@@ -138,3 +154,13 @@ async def test_a_repeated_idempotency_key_applies_once(make: Factory) -> None:
     assert again == first
     assert [(p.seq, p.data) for p in got] == [(1, b"once"), (2, b"twice")]
     assert other.seq == 2
+
+
+async def test_idempotency_keys_of_different_rooms_never_collide(make: Factory) -> None:
+    """``key "msg-7" in room "chat:42"`` and ``key "msg-7:chat" in room "42"`` are two
+    publishes; one used to be answered with the other's position and never applied."""
+    async with started(make) as backend:
+        await backend.publish("chat:42", b"first", idempotency_key="msg-7")
+        second = await backend.publish("42", b"second", idempotency_key="msg-7:chat")
+        assert (second.channel, second.seq) == ("42", 1)
+        assert [p.data for p in await backend.history("42", 0)] == [b"second"]

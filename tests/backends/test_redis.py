@@ -17,6 +17,7 @@ import websockets
 from asgi_rt.backends import HistoryGap, Publication, PublishNotApplied, PublishOutcomeUnknown
 from asgi_rt.backends.redis import RedisBackend
 
+from .._poll import await_true
 from .._redis import RedisServer
 from .._server import await_for
 from .._system import free_port, listening, spawn_uvicorn
@@ -78,7 +79,7 @@ async def test_an_output_buffer_kill_is_detected_and_recovered(redis_server: Red
     async with RedisBackend.from_url(redis_server.url, buffer=1) as stalled:
         await await_for(lambda: stalled.listener_up)
         await stalled.subscribe("room")
-        await await_for(lambda: stalled._pubsub is not None)
+        await _subscribed(admin)
         listeners_before = await admin.pubsub_numsub("asgi_rt:pub:room")
         assert listeners_before == [(b"asgi_rt:pub:room", 1)]
         # Nobody reads publications(): the listener stops reading Redis. Once the kernel
@@ -97,7 +98,7 @@ async def test_an_output_buffer_kill_is_detected_and_recovered(redis_server: Red
             with contextlib.suppress(asyncio.TimeoutError):
                 await _next(stalled, timeout=0.5)
         await await_for(lambda: stalled.listener_up, timeout=10, what="reconnected")
-        await await_for(lambda: stalled._pubsub is not None)
+        await _subscribed(admin)  # resubscribed on the new connection
         published = await stalled.publish("room", b"fresh")
         while (got := await _next(stalled)).data != b"fresh":
             pass
@@ -168,20 +169,30 @@ async def test_members_get_what_was_published_while_their_listener_reconnected(
         assert isinstance(backend_a, RedisBackend)
         async with websocket_session(app, "/ws") as member:
             await joined.wait()
-            await await_for(lambda: backend_a._pubsub is not None)
+            admin = aioredis.Redis.from_url(redis_server.url)
+            await _subscribed(admin)
             await worker_b.publish("room", "first")
             assert (await member.receive_json())["seq"] == 1
-            admin = aioredis.Redis.from_url(redis_server.url)
             await admin.client_kill_filter(_type="pubsub")  # both listeners lose their connection
             for text in ("missed-1", "missed-2"):
                 await worker_b.publish("room", text)
-            await await_for(lambda: backend_a.reconnects >= 1 and backend_a._pubsub is not None)
+            await await_for(lambda: backend_a.reconnects >= 1)
+            await _subscribed(admin)  # the pubsub kill left none until it resubscribed
             await worker_b.publish("room", "after")
             got = [await member.receive_json() for _ in range(3)]
             assert [(f["seq"], f["data"]) for f in got] == [
                 (2, "missed-1"), (3, "missed-2"), (4, "after"),
             ]  # fmt: skip
             await admin.aclose()
+
+
+async def _subscribed(admin: aioredis.Redis, channel: str = "asgi_rt:pub:room") -> None:
+    """Wait until Redis reports a subscriber on ``channel`` (what a publisher reaches)."""
+
+    async def probe() -> bool:
+        return dict(await admin.pubsub_numsub(channel)).get(channel.encode(), 0) >= 1
+
+    await await_true(probe, what=f"a subscriber on {channel}")
 
 
 def _room_endpoint(rooms: Any, joined: asyncio.Event) -> Any:

@@ -80,6 +80,23 @@ async def test_expiry_closes_with_token_expired_and_ends_the_apps_receive() -> N
     assert len(seen) == 1
 
 
+async def test_a_refresh_to_a_token_without_expiry_lifts_the_deadline() -> None:
+    """The first token expires in 0.3 s; the refresh's does not expire at all. The socket
+    used to be closed 'token expired' at the old deadline all the same."""
+    mw, _ = protected()
+    async with websocket_session(mw, "/ws") as ws:
+        await ws.send_json({"type": "auth", "token": "ttl:0.3"})
+        assert await ws.receive_json() == {"type": "auth_ok"}
+        await ws.send_json({"type": "auth", "token": "good"})
+        assert await ws.receive_json() == {"type": "auth_ok"}
+        past = anyio.current_time() + 1.0  # well past the first token's expiry
+        while anyio.current_time() < past:  # still answering: not closed
+            await ws.send_text("ping")
+            with anyio.fail_after(5):
+                assert await ws.receive_text() == "echo:ping"
+            await anyio.sleep(0.05)  # pacing the probes, not waiting for an outcome
+
+
 async def test_refresh_with_a_bad_token_closes_auth_failed() -> None:
     mw, _ = protected()
     async with websocket_session(mw, "/ws") as ws:

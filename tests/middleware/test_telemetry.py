@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket
 
 from asgi_rt import FirstMessageAuthMiddleware, HandshakeMiddleware, Metrics, TelemetryMiddleware
 from asgi_rt.testing import WebSocketRejected, websocket_session
+from asgi_rt.types import EVENTS_KEY
 
 pytestmark = pytest.mark.anyio
 
@@ -273,3 +274,28 @@ async def test_sampled_frames_leave_trace_id_exemplars(exporter: InMemorySpanExp
     received = spans(exporter, SpanKind.CONSUMER)[0]
     text = generate_latest(metrics.registry).decode()
     assert f'trace_id="{received.context.trace_id:032x}"' in text
+
+
+async def test_sse_event_count_comes_from_the_transport(exporter: InMemorySpanExporter) -> None:
+    """A chunk that says how many events it carries is counted so, not parsed."""
+    metrics = Metrics(CollectorRegistry())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+        body = b"data: one\n\ndata: two\n\n"
+        await send({"type": "http.response.body", "body": body, "more_body": True, EVENTS_KEY: 5})
+        await send({"type": "http.response.body", "body": b"retry: 10\n\n", EVENTS_KEY: 0})
+
+    mw = TelemetryMiddleware(app, metrics=metrics, tracer_provider=provider_for(exporter))
+    scope = {"type": "http", "path": "/e", "headers": [(b"accept", b"text/event-stream")]}
+
+    async def receive() -> Any:
+        raise AssertionError("not read")
+
+    async def send(message: Any) -> None:
+        pass
+
+    await mw(scope, receive, send)
+    labels = {"route": "unknown", "direction": "out", "type": "event"}
+    assert value(metrics, "asgi_rt_messages_total", labels) == 5

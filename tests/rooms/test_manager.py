@@ -194,6 +194,21 @@ async def test_presence_lists_members_and_announces_join_and_leave() -> None:
             assert set(await rooms.presence("a")) == {"1"}
 
 
+async def test_a_raising_presence_info_hook_never_breaks_a_join(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def info(conn: Any) -> dict[str, Any]:
+        raise KeyError("display_name")  # a user's hook with a bug
+
+    async with running(presence=True, presence_info=info) as (rooms, app, ready):
+        async with websocket_session(app, "/ws/a?id=1") as member:
+            await wait_joined(ready, "1")
+            joined = await member.receive_json()
+            assert joined["data"] == {"type": "presence", "event": "join", "member": {"id": "1"}}
+            assert set(await rooms.presence("a")) == {"1"}
+    assert "presence_info raised" in caplog.text
+
+
 async def test_presence_is_off_by_default() -> None:
     async with running() as (rooms, _, _):
         with pytest.raises(RuntimeError, match="presence=True"):

@@ -82,3 +82,20 @@ async def test_an_app_that_asks_keeps_the_credentials(
     headers = {"Authorization": f"Bearer {SECRET}"}
     async with websockets.connect(f"{server.url}/ws", additional_headers=headers) as ws:
         assert ["authorization", f"Bearer {SECRET}"] in json.loads(await ws.recv())["headers"]
+
+
+async def test_the_on_failure_hook_never_sees_the_credentials(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """A hook that logs its scope (as users' hooks do) must not log the token."""
+    seen: list[Scope] = []
+    app = FirstMessageAuthMiddleware(
+        _show_scope, authenticate=authenticate, header=True,
+        on_failure=lambda reason, scope: seen.append(scope),
+    )  # fmt: skip
+    server = serve(app)
+    headers = {"Authorization": "Bearer wrong-" + SECRET}
+    with pytest.raises(websockets.InvalidStatus, match="401"):
+        await websockets.connect(f"{server.url}/ws", additional_headers=headers)
+    assert len(seen) == 1
+    assert SECRET not in repr(seen[0])

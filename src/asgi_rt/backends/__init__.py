@@ -1,4 +1,5 @@
-"""Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``)."""
+"""Backplanes for RoomManager: chosen by instance or by URL (``memory://``, ``redis://``,
+``redis-cluster://``, ``nats://``)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from .base import (
     PublishOutcomeUnknown,
     Resync,
 )
+from .envelope import RoomMessage
 from .memory import MemoryBackend
-from .wire import RoomMessage
 
 __all__ = [
     "Backend",
@@ -47,7 +48,16 @@ def make_backend(spec: Backend | str, *, history_size: int = 1000) -> Backend:
             from .redis import RedisBackend  # optional dependency: the 'redis' extra
 
             return RedisBackend.from_url(spec, history_size=history_size)
-        raise ValueError(f"unknown backend URL {spec!r}: expected memory:// or redis://")
+        if scheme == "redis-cluster":
+            from .redis_cluster import RedisClusterBackend  # the 'redis' extra too
+
+            return RedisClusterBackend.from_url(spec, history_size=history_size)
+        if scheme == "nats":
+            from .nats import NatsBackend  # optional dependency: the 'nats' extra
+
+            return NatsBackend.from_url(spec, history_size=history_size)
+        raise ValueError(f"unknown backend URL {spec!r}: expected memory://, redis://, "
+                         "redis-cluster:// or nats://")  # fmt: skip
     if not isinstance(spec, Backend):
         raise TypeError(f"expected a Backend or a URL, got {type(spec).__name__}")
     return spec

@@ -33,77 +33,26 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._background import Background
-from .base import (
-    BackendUnavailable,
-    Publication,
-    PublishNotApplied,
-    PublishOutcomeUnknown,
-    Resync,
-    check_history,
+from ._redis_common import (
+    POSITION,
+    idempotency_kind,
+    publish_once,
+    publish_script,
+    read_publications,
+    text,
+    without_retries,
 )
-from .wire import unpack_numbered
+from .base import BackendUnavailable, Publication, Resync, check_history
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("asgi_rt.backends.redis")
 
-# KEYS: seq, epoch, stream, channel, idempotency key
-# ARGV: data, maxlen, fresh epoch, room ttl (ms), key ttl (ms), '1' when a key is given.
-# Numbering that starts again (the seq key is gone: a restart, FLUSHALL, expiry, eviction)
-# always starts a new epoch, so no client can mistake the new numbering for the old one.
-_PUBLISH = """
-if ARGV[6] == '1' then
-  local prior = redis.call('GET', KEYS[5])
-  if prior then
-    local space = string.find(prior, ' ')
-    return {tonumber(string.sub(prior, 1, space - 1)), string.sub(prior, space + 1), 1}
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[2], ARGV[3])
-  redis.call('DEL', KEYS[3])
-end
-local seq = redis.call('INCR', KEYS[1])
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('SET', KEYS[2], epoch)
-end
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'e', epoch, 'd', ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-if ARGV[6] == '1' then
-  redis.call('SET', KEYS[5], seq .. ' ' .. epoch, 'PX', ARGV[5])
-end
-redis.call('PUBLISH', KEYS[4], epoch .. ' ' .. seq .. ' ' .. ARGV[1])  -- wire.pack_numbered
-return {seq, epoch, 0}
-"""
-
-# KEYS: seq, epoch, stream; ARGV: fresh epoch, room ttl (ms). A room gets its epoch at its
-# first join, not its first publication, so every client that joined can resume exactly.
-_POSITION = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], 0)
-  redis.call('SET', KEYS[2], ARGV[1])
-  redis.call('DEL', KEYS[3])
-end
-local epoch = redis.call('GET', KEYS[2])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[2], epoch)
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-return {redis.call('GET', KEYS[1]), epoch}
-"""
+_PUBLISH = publish_script("PUBLISH")
 
 
 class RedisBackend:
@@ -200,8 +149,8 @@ class RedisBackend:
     async def __aenter__(self) -> Self:
         await self.ping()
         self._script = self.client.register_script(_PUBLISH)
-        self._position_script = self.client.register_script(_POSITION)
-        self._listener_client = _without_retries(self.client)
+        self._position_script = self.client.register_script(POSITION)
+        self._listener_client = without_retries(self.client)
         self._send, self._receive = anyio.create_memory_object_stream[Publication | Resync](
             self._buffer
         )
@@ -243,44 +192,16 @@ class RedisBackend:
     ) -> Publication:
         keys = [self._key(channel, "seq"), self._key(channel, "epoch"),
                 self._key(channel, "stream"), self._key(channel, "pub"),
-                self._key(channel, f"key:{idempotency_key or ''}")]  # fmt: skip
+                self._key(channel, idempotency_kind(idempotency_key))]  # fmt: skip
         keyed = "1" if idempotency_key is not None else "0"
         args = [data, self.history_size, uuid.uuid4().hex[:12], int(self.room_ttl * 1000),
                 int(self.idempotency_ttl * 1000), keyed]  # fmt: skip
         seq, epoch, _ = await self._publish_once(keys, args, channel)
-        return Publication(channel, int(seq), _text(epoch), data)
+        return Publication(channel, int(seq), text(epoch), data)
 
     async def _publish_once(self, keys: list[str], args: list[Any], channel: str) -> Any:
-        """Run the publish script exactly once (never retried: a retry after a lost answer
-        could publish twice), telling apart "never sent" from "sent, answer lost"."""
         pool: Any = self.client.connection_pool
-        sent = False
-        conn: Any = None
-        try:
-            with anyio.fail_after(self.publish_timeout):
-                conn = await pool.get_connection()
-                sent = True
-                return await self._evalsha(conn, keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if conn is not None:
-                await conn.disconnect()  # its state is unknown: never reuse it
-            what = f"publish to {channel!r}"
-            if not sent or isinstance(exc, ResponseError):
-                raise PublishNotApplied(f"{what} was not applied: {exc!r}") from exc
-            raise PublishOutcomeUnknown(f"{what} may or may not have applied: {exc!r}") from exc
-        finally:
-            if conn is not None:
-                with anyio.CancelScope(shield=True):
-                    await pool.release(conn)
-
-    async def _evalsha(self, conn: Any, keys: list[str], args: list[Any]) -> Any:
-        script = self._script
-        await conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
-            return await conn.read_response()
-        except NoScriptError:  # Redis restarted and forgot it: nothing ran, send it whole
-            await conn.send_command("EVAL", script.script, len(keys), *keys, *args)
-            return await conn.read_response()
+        return await publish_once(pool, self._script, keys, args, channel, self.publish_timeout)
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -310,7 +231,7 @@ class RedisBackend:
         seq, epoch = await self._guarded(
             self._position_script(keys=keys, args=args), f"position of {channel!r}"
         )
-        return int(seq or 0), _text(epoch)
+        return int(seq or 0), text(epoch)
 
     async def history(
         self, channel: str, since: int, epoch: str | None = None
@@ -321,11 +242,11 @@ class RedisBackend:
         stream = self._key(channel, "stream")
         entries = await self._guarded(self.client.xrange(stream, f"{since + 1}-1", "+"), what)
         kept = [
-            Publication(channel, int(_text(entry_id).split("-")[0]), _text(fields[b"e"]),
+            Publication(channel, int(text(entry_id).split("-")[0]), text(fields[b"e"]),
                         fields[b"d"])
             for entry_id, fields in entries or []
         ]  # fmt: skip
-        room_epoch = None if room_epoch is None else _text(room_epoch)
+        room_epoch = None if room_epoch is None else text(room_epoch)
         return check_history(channel, since, epoch, int(current or 0), room_epoch, kept)
 
     async def presence_add(self, channel: str, member: str, info: bytes, ttl: float) -> None:
@@ -347,7 +268,7 @@ class RedisBackend:
         for member, value in entries.items():
             expires, _, info = value.partition(b" ")
             if float(expires) > now:
-                members[_text(member)] = info
+                members[text(member)] = info
             else:
                 stale.append(member)
         if stale:  # a worker that died without cleaning up: its entries expired
@@ -398,28 +319,11 @@ class RedisBackend:
             await pubsub.aclose()
 
     async def _read(self, pubsub: Any) -> None:
-        """Read publications; PING when idle, because a connection Redis killed can read
-        as merely idle (redis-py returns ``None`` at EOF): no PONG in time means dead."""
         assert self._send is not None
         prefix_len = len(self._key("", "pub"))
-        heard = anyio.current_time()
-        pinged: float | None = None
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            now = anyio.current_time()
-            if message is None:
-                if pinged is not None and now - pinged > self.ping_timeout:
-                    raise RedisConnectionError(f"no PONG within {self.ping_timeout} s")
-                if pinged is None and now - heard >= self.ping_interval:
-                    await pubsub.ping()
-                    pinged = now
-                continue
-            heard, pinged = now, None
-            if message.get("type") != "message":
-                continue  # pong, or a subscribe confirmation
-            publication = _parse(_text(message["channel"])[prefix_len:], message["data"])
-            if publication is not None:
-                await self._send.send(publication)  # bounded: waits rather than buffer more
+        await read_publications(pubsub, self._send, lambda name: name[prefix_len:],
+                                ping_interval=self.ping_interval,
+                                ping_timeout=self.ping_timeout)  # fmt: skip
 
     def _set_up(self, up: bool) -> None:
         if self.listener_up == up:
@@ -430,28 +334,3 @@ class RedisBackend:
                 self.on_listener_state(up)
             except Exception:
                 logger.exception("on_listener_state hook raised; ignoring it")
-
-
-def _without_retries(client: aioredis.Redis) -> aioredis.Redis:
-    """A client on the same server whose connections never retry or reconnect by themselves.
-
-    redis-py's pub/sub reconnects and resubscribes silently when a read fails (e.g. after
-    Redis killed it for its output buffer): what was published meanwhile is lost and
-    nobody is told. The listener must see that error, count it, and recover itself.
-    """
-    pool = client.connection_pool
-    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
-    return aioredis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
-                                                     max_connections=4, **kwargs))  # fmt: skip
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _parse(channel: str, payload: bytes) -> Publication | None:
-    try:
-        return unpack_numbered(channel, payload)
-    except ValueError:
-        logger.warning("ignoring a malformed backplane message on %r", channel)
-        return None

@@ -15,14 +15,11 @@ Dumps = Callable[[Any], str]
 class Frame(dict[str, Any]):
     """A ``websocket.send`` message, shared by every recipient of one send or broadcast.
 
-    A transport that frames messages itself (SSE) keeps its encoding in ``plain`` (unset
-    until then, so that building a frame costs what building a dict does), so that it, too,
-    is built once per message rather than once per recipient.
+    A transport that frames messages itself (SSE) may cache its encoding keyed by the
+    frame's identity: one frame, one encoding, whoever receives it.
     """
 
-    __slots__ = ("plain",)
-
-    plain: bytes
+    __slots__ = ()
 
 
 def compact_dumps(value: Any) -> str:

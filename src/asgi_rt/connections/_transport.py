@@ -1,6 +1,17 @@
-"""What a :class:`Connection` needs from the socket under it.
+"""What a :class:`Connection` needs from the socket under it: the transport contract.
 
-Starlette's ``WebSocket`` is one; an SSE event stream (:mod:`asgi_rt.sse`) is the other.
+Both transports answer the same three questions:
+
+- how a frame is encoded for the wire: a WebSocket sends the ``websocket.send`` message
+  as it is (the server frames it); a :class:`DataTransport` says so in ``encode`` (SSE: one
+  ``data:`` event, cached inside the transport, never on the shared frame);
+- how it is sent: ``send`` (checked) or the data path (``send_data``; for Starlette's
+  ``WebSocket`` the adapter in :mod:`._starlette`);
+- how close is expressed: ``send({"type": "websocket.close", "code", "reason"})``; SSE
+  writes it as a final ``event: close`` with ``{"code", "reason"}`` and ends the body.
+
+Starlette's ``WebSocket`` is one; an SSE event stream (:mod:`asgi_rt._eventstream`) is
+the other.
 """
 
 from __future__ import annotations

@@ -79,7 +79,9 @@ class AuthSession:
             self._logged_in = True
             self.scope["user"] = result.principal
         self.scope["auth"] = AuthInfo(method, result.expires_at, token)
-        if result.expires_at is not None:
+        if result.expires_at is None:
+            self._deadline = None  # a refresh to a token that does not expire: no deadline
+        else:
             self._deadline = anyio.current_time() + (result.expires_at - time.time())
 
     async def run_app(self, app: ASGIApp) -> None:
@@ -162,6 +164,8 @@ class AuthSession:
             await anyio.sleep_until(deadline)
             if self._deadline == deadline:
                 break
+        if self._deadline is None:
+            return  # refreshed to a token without expiry
         await self._fail("expired")
         if self._receive_scope is not None:
             self._receive_scope.cancel()

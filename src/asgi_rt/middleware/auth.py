@@ -194,7 +194,9 @@ class FirstMessageAuthMiddleware:
             return False
 
     def failed(self, reason: str, scope: Scope) -> None:
-        self.outcomes.record(reason, scope)
+        """Count a refusal and tell ``on_failure``, which gets the scope without the
+        credentials (a hook that logs its scope must not log the token)."""
+        self.outcomes.record(reason, self.tokens.strip(scope))
 
     async def _handshake_auth(
         self, scope: Scope, receive: Receive, send: Send, method: str, token: str

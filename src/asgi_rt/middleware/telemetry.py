@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._version import __version__
 from ..looplag import LoopLagMonitor
 from ..metrics import Metrics
-from ._sse import EventStreamRecorder, wants_event_stream
+from ._sserecorder import EventStreamRecorder, wants_event_stream
 from ._stackcheck import reports_config_errors
 from ._tracing import AttributesHook, frame_sampler
 from ._wsrecorder import WebSocketRecorder

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backends.wire import RoomMessage
+from ..backends.envelope import RoomMessage
 from ..connections._encode import Frame, compact_dumps
 
 __all__ = ["RoomFrame", "room_frame", "room_notice"]
@@ -14,16 +14,14 @@ class RoomFrame(Frame):
     """A ``websocket.send`` message that also says which position in a room it carries.
 
     Transports that frame messages themselves (SSE's ``id:`` field) read ``room``, ``seq``
-    and ``epoch`` instead of parsing the text, and keep their encoding with that position in
-    ``cache`` (``plain`` is the encoding without it), once per publication.
+    and ``epoch`` instead of parsing the text.
     """
 
-    __slots__ = ("cache", "epoch", "room", "seq")
+    __slots__ = ("epoch", "room", "seq")
 
     def __init__(self, text: str, room: str, seq: int, epoch: str) -> None:
         super().__init__(type="websocket.send", text=text)
         self.room, self.seq, self.epoch = room, seq, epoch
-        self.cache: bytes | None = None
 
 
 def room_frame(message: RoomMessage) -> tuple[RoomFrame, int]:

@@ -43,11 +43,22 @@ class Presence:
         self._local: dict[tuple[str, str], bytes] = {}
 
     async def add(self, room: str, conn: Connection) -> dict[str, Any]:
-        info = self._info(conn)
-        data = self._dumps(info).encode()
+        info, data = self._describe(conn)
         self._local[(room, conn.id)] = data
         await self._quietly(self._store.presence_add(room, conn.id, data, self._ttl))
         return info
+
+    def _describe(self, conn: Connection) -> tuple[dict[str, Any], bytes]:
+        """The member's info and its encoding; a ``presence_info`` hook that raises, or
+        returns what cannot be JSON, is logged and the default info is used instead (a
+        user hook never breaks a join)."""
+        try:
+            info = self._info(conn)
+            return info, self._dumps(info).encode()
+        except Exception:
+            logger.exception("presence_info raised for %s; using the default info", conn.id)
+            info = default_info(conn)
+            return info, self._dumps(info).encode()
 
     async def remove(self, room: str, conn: Connection) -> dict[str, Any] | None:
         data = self._local.pop((room, conn.id), None)

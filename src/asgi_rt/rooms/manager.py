@@ -18,21 +18,20 @@ from typing import Any, Self
 
 import anyio
 
-from ..backends import Backend, BackendUnavailable, HistoryGap, Publication, Resync, make_backend
+from ..backends import Backend, BackendUnavailable, Publication, Resync, make_backend
 from ..backends.base import PositionStore, PresenceStore
-from ..backends.wire import pack_room, unpack_room
+from ..backends.envelope import pack_room
 from ..connections.connection import Connection
 from ..connections.manager import ConnectionManager
 from ._authorize import Action, Authorize, Authorizer
-from ._frames import room_frame, room_notice
-from ._membership import Membership, Verdict
+from ._frames import room_notice
+from ._membership import Membership
 from ._presence import Presence, PresenceInfo, default_info
+from ._recovery import Recovery
 
 __all__ = ["RoomManager"]
 
 logger = logging.getLogger("asgi_rt.rooms")
-
-_REPLAY_ROUNDS = 3  # replays of one join before its member is left to catch up live
 
 
 class RoomManager(ConnectionManager):
@@ -71,12 +70,12 @@ class RoomManager(ConnectionManager):
         self._authorizer = Authorizer(authorize, options.get("metrics"))
         metrics = options.get("metrics")
         self._publish_seconds = None if metrics is None else metrics.backplane_publish.labels()
-        self._lag_seconds = None if metrics is None else metrics.backplane_lag.labels()
         self.backend = make_backend(backend, history_size=history_size)
         self._rooms: dict[str, dict[Connection, Membership]] = {}  # room -> local members
+        lag = None if metrics is None else metrics.backplane_lag.labels()
+        self._recovery = Recovery(self.backend, self._rooms, lag)
         self._joined: dict[Connection, set[str]] = {}  # for leaving every room at the end
         self._presence = self._make_presence(presence, presence_ttl, presence_info)
-        self._seen: dict[str, tuple[int, str]] = {}  # room -> last (seq, epoch) fanned out
         self._subscribed: set[str] = set()  # rooms the backplane delivers to this process
 
     async def __aenter__(self) -> Self:
@@ -140,10 +139,12 @@ class RoomManager(ConnectionManager):
         self._rooms.setdefault(room, {})[conn] = membership
         try:
             await self._subscribe(room)
-            resumed = since is not None and await self._replay(conn, room, membership, since, epoch)
+            resumed = since is not None and await self._recovery.replay(
+                conn, room, membership, since, epoch
+            )
             if announce:
                 await self._announce_position(conn, room, membership, fresh=not resumed)
-            await self._end_replay(conn, room, membership)
+            await self._recovery.end_replay(conn, room, membership)
             if self._presence is not None:
                 info = await self._presence.add(room, conn)
                 await self._announce(room, {"type": "presence", "event": "join", "member": info})
@@ -151,23 +152,6 @@ class RoomManager(ConnectionManager):
             with anyio.CancelScope(shield=True), contextlib.suppress(BackendUnavailable):
                 await self.leave(conn, room)  # a join that failed leaves nothing behind
             raise
-
-    async def _end_replay(self, conn: Connection, room: str, membership: Membership) -> None:
-        """Deliver what was held during the replay; if that was not a clean continuation
-        (more than the buffer arrived, or the epoch changed meanwhile), replay again from
-        where the member now is, a bounded number of times."""
-        for _ in range(_REPLAY_ROUNDS):
-            held, clean = membership.end_replay()
-            for message, size in held:
-                conn.deliver(message, size)
-            if clean:
-                return
-            membership.hold()
-            await self._replay(conn, room, membership, membership.last_seq, membership.epoch)
-        held, _ = membership.end_replay()
-        for message, size in held:
-            conn.deliver(message, size)
-        logger.warning("room %r: member %s kept falling behind its replay", room, conn.id)
 
     async def _subscribe(self, room: str) -> None:
         """Subscribe the backplane unless this process already is; concurrent first joins
@@ -202,7 +186,7 @@ class RoomManager(ConnectionManager):
         members.pop(conn, None)
         if not members:
             del self._rooms[room]
-            self._seen.pop(room, None)
+            self._recovery.forget(room)
             self._subscribed.discard(room)
             await self.backend.unsubscribe(room)
 
@@ -297,149 +281,10 @@ class RoomManager(ConnectionManager):
             if isinstance(item, Resync):
                 for room in item.channels:
                     if room in self._rooms:
-                        await self._resync(room)
+                        await self._recovery.resync(room)
             elif item.channel in self._rooms:
-                await self._fill_gap(item)
-                await self._deliver(item)
-
-    async def _resync(self, room: str) -> None:
-        """The backplane may have missed publications of ``room`` (it lost its subscription):
-        compare the room's position with its members' and fill the gap now, so delivery
-        resumes without waiting for the next publication."""
-        if not isinstance(self.backend, PositionStore):
-            return  # the next publication shows the gap
-        try:
-            seq, epoch = await self.backend.position(room)
-        except BackendUnavailable as exc:
-            logger.warning("room %r: cannot check for missed publications: %s", room, exc)
-            return
-        if epoch is None:
-            return  # a backend that numbers without epochs: nothing to compare
-        members = list(self._rooms.get(room, {}).items())
-        stale = [(c, m) for c, m in members if m.epoch is not None and m.epoch != epoch]
-        if stale:
-            logger.warning("room %r: epoch changed to %s; telling %d member(s)",
-                           room, epoch, len(stale))  # fmt: skip
-            await self._restart(room, stale, "epoch changed", seq, epoch)
-        behind = [m.last_seq for _, m in members if m.epoch == epoch and m.last_seq < seq]
-        self._seen[room] = (seq, epoch)
-        if not behind:
-            return
-        try:
-            missed = await self.backend.history(room, min(behind), epoch)
-        except (HistoryGap, BackendUnavailable) as gap:
-            reason = gap.reason if isinstance(gap, HistoryGap) else "backplane unavailable"
-            late = [(c, m) for c, m in members if m.epoch == epoch and m.last_seq < seq]
-            await self._restart(room, late, reason, seq, epoch)
-            return
-        for publication in missed:
-            await self._deliver(publication)
-
-    async def _fill_gap(self, publication: Publication) -> None:
-        """Deliver from history what this process missed (e.g. while the backplane
-        listener reconnected), or tell the room's members that it cannot. A change of
-        epoch is not a gap: each member finds out it is stale when it is delivered to."""
-        room = publication.channel
-        last, epoch = self._seen.get(room, (0, publication.epoch))
-        self._seen[room] = (publication.seq, publication.epoch)
-        if last == 0 or epoch != publication.epoch or publication.seq <= last + 1:
-            return
-        try:
-            missed = await self.backend.history(room, last, epoch)
-        except (HistoryGap, BackendUnavailable) as gap:
-            reason = gap.reason if isinstance(gap, HistoryGap) else "backplane unavailable"
-            logger.warning("room %r: publications lost (%s); telling members", room, reason)
-            members = list(self._rooms.get(room, {}).items())
-            await self._restart(room, members, reason, publication.seq - 1, publication.epoch)
-            return
-        for missing in missed:
-            if missing.seq < publication.seq:
-                await self._deliver(missing)
-
-    async def _deliver(self, publication: Publication) -> None:
-        """Fan ``publication`` out; members in another epoch are told what they lost and
-        restarted in this one before anything else reaches them."""
-        stale = self._fan_out(publication)
-        if stale:
-            room = publication.channel
-            logger.warning("room %r: epoch changed to %s; telling %d member(s)",
-                           room, publication.epoch, len(stale))  # fmt: skip
-            await self._restart(room, stale, "epoch changed", publication.seq - 1,
-                                publication.epoch)  # fmt: skip
-            self._fan_out(publication, only=stale)
-
-    def _fan_out(
-        self, publication: Publication, only: list[tuple[Connection, Membership]] | None = None
-    ) -> list[tuple[Connection, Membership]]:
-        """Deliver to every local member (or ``only`` those); return the stale ones."""
-        members = self._rooms.get(publication.channel)
-        if not members:
-            return []
-        room_message = unpack_room(publication)
-        excluded = room_message.excluded
-        if self._lag_seconds is not None and only is None:
-            self._lag_seconds.observe(max(0.0, time.time() - room_message.published_at))
-        message, size = room_frame(room_message)
-        seq, epoch, stale = publication.seq, publication.epoch, []
-        for conn, membership in only or tuple(members.items()):
-            if excluded and conn.id in excluded:
-                continue
-            verdict = membership.accepts(seq, epoch, message, size)
-            if verdict is Verdict.DELIVER:
-                conn.deliver(message, size)
-            elif verdict is Verdict.STALE:
-                stale.append((conn, membership))
-        return stale
-
-    async def _restart(
-        self, room: str, members: list[tuple[Connection, Membership]], reason: str,
-        seq: int, epoch: str,
-    ) -> None:  # fmt: skip
-        """Tell ``members`` they lost publications (``recovery_failed``) and continue them
-        in ``epoch``: from its start when the history still holds all of it (then they get
-        it), else after ``seq``."""
-        try:
-            kept = await self.backend.history(room, 0, epoch)
-        except (HistoryGap, BackendUnavailable):
-            kept = None
-        start = seq if kept is None else 0
-        notice = room_notice(room, "recovery_failed", {"reason": reason}, start, epoch)
-        frames = [room_frame(unpack_room(p)) for p in kept or ()]
-        for conn, membership in members:
-            membership.restart(epoch, start)
-            conn.deliver(*notice)
-            for (message, size), publication in zip(frames, kept or (), strict=True):
-                if membership.accepts_replayed(publication.seq, publication.epoch):
-                    conn.deliver(message, size)
-
-    async def _replay(self, conn: Connection, room: str, membership: Membership,
-                      since: int, epoch: str | None) -> bool:  # fmt: skip
-        """Deliver the history after ``since``; ``False`` (and ``recovery_failed``) if it
-        cannot, or if the position cannot be confirmed (``since`` > 0 with no epoch)."""
-        try:
-            if epoch is None and since > 0:
-                raise HistoryGap(f"seq {since} of {room!r} names no epoch", reason="unknown epoch")
-            missed = await self.backend.history(room, since, epoch)
-        except HistoryGap as gap:
-            await self._refuse_resume(conn, room, membership, gap.reason)
-            return False
-        membership.restart(epoch or membership.epoch, max(membership.last_seq, since))
-        for publication in missed:
-            if membership.accepts_replayed(publication.seq, publication.epoch):
-                conn.deliver(*room_frame(unpack_room(publication)))
-        return True
-
-    async def _refuse_resume(
-        self, conn: Connection, room: str, membership: Membership, reason: str
-    ) -> None:
-        """``recovery_failed`` naming where the member's stream continues: the room's
-        current position (or, without a position store, wherever the next one starts)."""
-        if not isinstance(self.backend, PositionStore):
-            membership.restart(None, 0)
-            await conn.send({"type": "recovery_failed", "room": room, "reason": reason})
-            return
-        seq, epoch = await self.backend.position(room)
-        await self._restart(room, [(conn, membership)], reason, seq, epoch or "")
+                await self._recovery.fill_gap(item)
+                await self._recovery.deliver(item)
 
     async def _on_release(self, conn: Connection) -> None:
         for room in list(self._joined.get(conn, ())):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import Link, SpanKind
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..types import EVENTS_KEY
 from ._tracing import route_of, start_frame_span
 
 if TYPE_CHECKING:
@@ -80,8 +81,9 @@ class EventStreamRecorder:
 
     async def _body(self, message: Message) -> None:
         body = message.get("body", b"")
-        heartbeat = body.startswith(b":")  # a comment chunk is not an event
-        events = body.count(b"\n\n") if body and not heartbeat else 0
+        events = message.get(EVENTS_KEY)
+        if events is None:  # a text/event-stream response not ours: count its blank lines
+            events = body.count(b"\n\n") if body and not body.startswith(b":") else 0
         span = None
         if events and self.mw.sampler():
             span = start_frame_span(self.mw.tracer, f"SSE {self.route} send", SpanKind.PRODUCER,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from asgi_rt.backends import Publication, RoomMessage
-from asgi_rt.backends.wire import pack_numbered, pack_room, unpack_numbered, unpack_room
+from asgi_rt.backends.envelope import pack_numbered, pack_room, unpack_numbered, unpack_room
 
 
 def test_a_room_message_round_trips_with_any_ids() -> None:

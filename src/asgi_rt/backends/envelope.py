@@ -1,4 +1,7 @@
-"""The room wire format: the one module that packs and unpacks what crosses a backplane.
+"""The room envelope: the one module that packs and unpacks what crosses a backplane.
+
+Not to be confused with :mod:`asgi_rt.wire`, the client wire protocol (what browsers see).
+This is the backplane format between workers.
 
 A :class:`~asgi_rt.backends.base.Backend` treats a publication's ``data`` as opaque bytes:
 it numbers, keeps and delivers them. What a :class:`~asgi_rt.RoomManager` puts in them is
