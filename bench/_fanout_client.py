@@ -17,6 +17,7 @@ from ._wsclient import FrameHandler, WSConn
 SIO_OFFSET = len(b'42["msg","')  # where the payload starts in a socket.io event frame
 SIO_PATH = "/socket.io/?EIO=4&transport=websocket"
 _C0, _C2, _C4 = ord("0"), ord("2"), ord("4")
+_BRACE = ord("{")
 
 
 def sio_handler(deliver: Callable[[WSConn, int, int], None]) -> FrameHandler:
@@ -56,6 +57,8 @@ class FanoutClient(BroadcastClient):
     # frame handlers (the hot path) ----------------------------------------------------------
 
     def on_frame(self, conn: WSConn, data: bytes, start: int, end: int, now: int) -> None:
+        if data[start] == _BRACE:  # asgi_rt_stack's {"type":"auth_ok"}, before any broadcast
+            return
         self.deliver(conn, int(data[start : start + 7]), now)
 
     def on_stalled_frame(self, conn: WSConn, data: bytes, start: int, end: int, now: int) -> None:

@@ -55,12 +55,13 @@ class Server:
         cpu: int | None = None,
         start_timeout: float = 30.0,
         module: str = "bench.fanout_server",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.module = module
         self.variant = variant
         self.ws = ws
         self.log_path = LOG_DIR / f"{tag}.log"
-        self.env = {**os.environ, "BENCH_VARIANT": variant, "BENCH_WS": ws}
+        self.env = {**os.environ, **(env or {}), "BENCH_VARIANT": variant, "BENCH_WS": ws}
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )

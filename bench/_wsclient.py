@@ -277,10 +277,14 @@ class Reactor:
         tag: str = "",
         rcvbuf: int | None = None,
         host: str = "127.0.0.1",
+        extensions: str | None = None,
     ) -> WSConn:
         """Connect and send the upgrade request.
 
-        The 101 is read by :meth:`poll`; wait for ``conn.opened``.
+        The 101 is read by :meth:`poll`; wait for ``conn.opened``. ``extensions`` is sent as
+        ``Sec-WebSocket-Extensions`` (e.g. a browser's ``permessage-deflate;
+        client_max_window_bits``); frames the server then compresses are counted and handed
+        to ``on_frame`` still compressed (RSV1 set).
         """
         conn = self.connect(
             port, lambda sock: WSConn(self, sock, on_frame, tag), rcvbuf=rcvbuf, host=host
@@ -289,8 +293,11 @@ class Reactor:
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
+            "Sec-WebSocket-Version: 13\r\n"
         )
+        if extensions:
+            request += f"Sec-WebSocket-Extensions: {extensions}\r\n"
+        request += "\r\n"
         conn.write(request.encode())
         return conn
 

@@ -19,7 +19,8 @@ Every variant serves the same Starlette app:
 Two more, for diagnosis only (not in the default run): ``telemetry_0.0`` (metrics, no
 frame spans) and ``telemetry_1.0_noproc`` (every frame sampled, but the SDK provider has
 no span processor at all: what creating the spans costs, without the batch queue and its
-worker thread).
+worker thread); and ``telemetry_1.0_events``: every frame traced with ``send_spans=False``
+(one span per round trip, the send an event on it).
 
 Run with ``python -m bench.echo_server`` (prints ``{"port", "stall_port", "pid"}`` once
 listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
@@ -46,7 +47,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ._serve import app_for_variant, serve
 
 VARIANTS = ("bare", "telemetry_0.01", "telemetry_1.0", "otel_asgi", "router")
-EXTRA_VARIANTS = ("telemetry_0.0", "telemetry_1.0_noproc")
+EXTRA_VARIANTS = ("telemetry_0.0", "telemetry_1.0_noproc", "telemetry_1.0_events")
 ROUTE = "/echo"
 
 
@@ -98,7 +99,7 @@ def bare_app() -> ASGIApp:
     return echo_app(lambda: {"variant": "bare"})
 
 
-def telemetry_app(ratio: float, *, processor: bool = True) -> ASGIApp:
+def telemetry_app(ratio: float, *, processor: bool = True, send_spans: bool = True) -> ASGIApp:
     from prometheus_client import CollectorRegistry
 
     from asgi_rt.metrics import Metrics
@@ -129,7 +130,11 @@ def telemetry_app(ratio: float, *, processor: bool = True) -> ASGIApp:
 
     app = echo_app(stats)
     return TelemetryMiddleware(
-        app, metrics=metrics, tracer_provider=tracing.provider, frame_sample_ratio=ratio
+        app,
+        metrics=metrics,
+        tracer_provider=tracing.provider,
+        frame_sample_ratio=ratio,
+        send_spans=send_spans,
     )
 
 
@@ -173,6 +178,7 @@ def make_app() -> ASGIApp:
         "router": router_app,
         "telemetry_0.0": lambda: telemetry_app(0.0),
         "telemetry_1.0_noproc": lambda: telemetry_app(1.0, processor=False),
+        "telemetry_1.0_events": lambda: telemetry_app(1.0, send_spans=False),
     }
     return app_for_variant(factories, "bare")
 

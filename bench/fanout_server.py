@@ -12,7 +12,8 @@ Select the app with ``BENCH_VARIANT`` and run it with ``python -m bench.fanout_s
 ``bench._serve``), or with the CLI:
 ``BENCH_VARIANT=naive uvicorn --factory bench.fanout_server:make_app``.
 
-``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``).
+``BENCH_WS`` picks uvicorn's WebSocket implementation (default ``websockets-sansio``);
+``BENCH_WS_DEFLATE=0`` runs it as ``--ws-per-message-deflate false``.
 ``BENCH_SNDBUF=<bytes>`` opens a second listener (``stall_port``) whose ``SO_SNDBUF`` is
 set to that size; accepted sockets inherit it, so a peer connecting there that stops
 reading blocks the server's sends after a few KiB instead of MiBs. Healthy peers use
@@ -26,6 +27,7 @@ import dataclasses
 import gc
 import os
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -111,6 +113,53 @@ def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
             _stats_route(stats),
         ]
     )
+
+
+# asgi_rt_stack: the same app behind the production middleware -----------------------------
+
+
+def _browser_headers(app: ASGIApp) -> ASGIApp:
+    """Add the Origin and bearer token a browser client would send (the raw bench client
+    sends neither); touches the handshake's scope only, never receive or send."""
+    extra = [(b"origin", b"https://app.example.com"), (b"authorization", b"Bearer bench")]
+
+    async def with_headers(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            scope = {**scope, "headers": [*scope["headers"], *extra]}
+        await app(scope, receive, send)
+
+    return with_headers
+
+
+STACK = ("telemetry", "handshake", "auth")
+
+
+def asgi_rt_stack_app(layers: tuple[str, ...] = STACK) -> ASGIApp:
+    """``asgi_rt`` behind Telemetry (1 % frame spans, no exporter), Handshake and
+    FirstMessageAuth (token from the handshake header, so each socket gets ``auth_ok``
+    first, which the bench client skips), as ``DESIGN.md``'s example stacks them;
+    ``layers`` picks some of them (``asgi_rt_stack_<layer>`` variants: one layer's cost)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from prometheus_client import CollectorRegistry
+
+    from asgi_rt import FirstMessageAuthMiddleware, HandshakeMiddleware, TelemetryMiddleware
+
+    async def authenticate(token: str) -> str | None:
+        return "bench" if token == "bench" else None
+
+    app: ASGIApp = asgi_rt_app()
+    if "auth" in layers:
+        app = FirstMessageAuthMiddleware(app, authenticate=authenticate, header=True)
+    if "handshake" in layers:
+        app = HandshakeMiddleware(app, allowed_origins=["https://app.example.com"])
+    if "telemetry" in layers:
+        app = TelemetryMiddleware(
+            app,
+            registry=CollectorRegistry(),
+            tracer_provider=TracerProvider(),
+            frame_sample_ratio=0.01,
+        )
+    return _browser_headers(app)
 
 
 # naive: the ConnectionManager from the FastAPI docs ---------------------------------------
@@ -278,18 +327,30 @@ def socketio_app(client_manager: Any = None) -> ASGIApp:
 
 
 def bare_app() -> Starlette:
-    count = {"connections": 0}
+    """Plus the naive loop on ``/pub``, so a memory run can send each receiver a message."""
+    receivers: set[WebSocket] = set()
 
     async def receiver(websocket: WebSocket) -> None:
         await websocket.accept()
-        count["connections"] += 1
+        receivers.add(websocket)
         try:
             while (await websocket.receive())["type"] != "websocket.disconnect":
                 pass
         finally:
-            count["connections"] -= 1
+            receivers.discard(websocket)
 
-    return Starlette(routes=[WebSocketRoute("/ws", receiver), _stats_route(lambda: dict(count))])
+    async def publish(text: str) -> None:
+        for websocket in list(receivers):
+            await websocket.send_text(text)
+
+    publisher = Counters().publisher(publish)
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(lambda: {"connections": len(receivers)}),
+        ]
+    )
 
 
 def make_app() -> ASGIApp:
@@ -297,6 +358,8 @@ def make_app() -> ASGIApp:
     factories: dict[str, Callable[[], ASGIApp]] = {
         "asgi_rt": asgi_rt_app,
         "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
+        "asgi_rt_stack": asgi_rt_stack_app,
+        **{f"asgi_rt_stack_{layer}": partial(asgi_rt_stack_app, (layer,)) for layer in STACK},
         "naive": naive_app,
         "queue_writer": queue_writer_app,
         "socketio": socketio_app,
@@ -310,6 +373,7 @@ def main() -> None:
         "bench.fanout_server:make_app",
         stall_listener=True,
         ws=os.environ.get("BENCH_WS", "websockets-sansio"),
+        ws_per_message_deflate=os.environ.get("BENCH_WS_DEFLATE", "1") != "0",
         lifespan="off",
         backlog=4096,
     )

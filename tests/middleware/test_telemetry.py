@@ -299,3 +299,25 @@ async def test_sse_event_count_comes_from_the_transport(exporter: InMemorySpanEx
     await mw(scope, receive, send)
     labels = {"route": "unknown", "direction": "out", "type": "event"}
     assert value(metrics, "asgi_rt_messages_total", labels) == 5
+
+
+async def test_send_spans_off_records_sends_as_events_of_the_frame_span(
+    exporter: InMemorySpanExporter,
+) -> None:
+    app, metrics = build(exporter, send_spans=False)
+    async with websocket_session(app, "/ws/42") as ws:
+        await ws.send_text("hi")
+        assert await ws.receive_text() == "hihi"
+    assert spans(exporter, SpanKind.PRODUCER) == []
+    (received,) = spans(exporter, SpanKind.CONSUMER)
+    (event,) = received.events
+    assert event.name == "send"
+    assert event.attributes is not None
+    assert event.attributes["messaging.message.body.size"] == 4
+    route = {"route": "/ws/{room}"}
+    assert value(metrics, "asgi_rt_send_duration_seconds_count", route) == 1
+
+
+def test_send_spans_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="send_spans must be a bool, got 'no'"):
+        TelemetryMiddleware(Starlette(), registry=CollectorRegistry(), send_spans="no")  # type: ignore[arg-type]

@@ -11,7 +11,9 @@ from opentelemetry.trace import Link, Span, SpanKind, Tracer
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
-__all__ = ["exemplar_of", "frame_sampler", "route_of", "start_frame_span"]
+__all__ = ["SIZE_ATTRIBUTE", "exemplar_of", "frame_sampler", "route_of", "start_frame_span"]
+
+SIZE_ATTRIBUTE = "messaging.message.body.size"  # on frame spans and ``send`` events
 
 AttributesHook = Callable[[Scope], Mapping[str, Any]]
 
@@ -82,7 +84,7 @@ def start_frame_span(
 ) -> Span:  # fmt: skip
     # The route and protocol are on the linked handshake span; every attribute here costs
     # the SDK a validation and a copy per frame.
-    attributes: dict[str, str | int] = {"http.route": route, "messaging.message.body.size": size}
+    attributes: dict[str, str | int] = {"http.route": route, SIZE_ATTRIBUTE: size}
     links = None if link is None else [link]
     return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links)
 

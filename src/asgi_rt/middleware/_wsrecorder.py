@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import close_code_label
-from ._tracing import exemplar_of, route_of, start_frame_span
+from ._tracing import SIZE_ATTRIBUTE, exemplar_of, route_of, start_frame_span
 
 if TYPE_CHECKING:
     from .telemetry import TelemetryMiddleware
@@ -97,7 +97,7 @@ class WebSocketRecorder:
         else:
             size = len(message.get("bytes") or b"")
             counter = self.out_binary
-        span = self._send_span(size) if self.sample() else None
+        span = self._send_trace(size)
         started = perf_counter()
         try:
             await self._send(message)
@@ -150,6 +150,16 @@ class WebSocketRecorder:
             return None
         self.exemplar_at[which] = now
         return exemplar_of(self.frame_span)
+
+    def _send_trace(self, size: int) -> Span | None:
+        """A PRODUCER span for a sampled send; or, with ``send_spans=False``, a ``send``
+        event on the traced frame this context is processing (no span to end)."""
+        if self.mw.send_spans:
+            return self._send_span(size) if self.sample() else None
+        frame = current_frame.get()
+        if frame is not None:
+            trace.get_current_span(frame).add_event("send", {SIZE_ATTRIBUTE: size})
+        return None
 
     def _send_span(self, size: int) -> Span:
         return start_frame_span(self.mw.tracer, f"WS {self.route} send", SpanKind.PRODUCER,

@@ -45,6 +45,12 @@ class TelemetryMiddleware:
             unless an SDK is configured).
         frame_sample_ratio: share of frames that get a span, decided before the tracer
             is called (handshake and close records are always offered to the tracer).
+        send_spans: ``True`` (default): each sampled send is a PRODUCER span, the child of
+            the frame being processed when there is one. ``False``: a send made while
+            processing a traced inbound frame is a ``send`` event (with its size) on that
+            frame's span, and other sends (broadcasts outside any traced frame) are not
+            traced; one span per traced round trip instead of two, about half the tracing
+            cost (figures in ``bench/RESULTS.md``). Metrics are the same either way.
         span_attributes: ``hook(scope) -> {name: value}`` added to the handshake span;
             a raising hook is logged and ignored.
         loop_lag: run a :class:`~asgi_rt.looplag.LoopLagMonitor` for the app's lifespan
@@ -53,6 +59,7 @@ class TelemetryMiddleware:
 
     Raises:
         ValueError: ``frame_sample_ratio`` outside [0, 1].
+        TypeError: ``send_spans`` not a bool.
     """
 
     @reports_config_errors
@@ -64,12 +71,16 @@ class TelemetryMiddleware:
         registry: CollectorRegistry | None = None,
         tracer_provider: TracerProvider | None = None,
         frame_sample_ratio: float = 1.0,
+        send_spans: bool = True,
         span_attributes: AttributesHook | None = None,
         loop_lag: bool = True,
         loop_lag_threshold: float = 0.1,
     ) -> None:
+        if not isinstance(send_spans, bool):
+            raise TypeError(f"send_spans must be a bool, got {send_spans!r}")
         self.app = app
         self.sampler = frame_sampler(frame_sample_ratio)
+        self.send_spans = send_spans
         self.metrics = Metrics(registry) if metrics is None else metrics
         self.tracer = trace.get_tracer("asgi_rt", __version__, tracer_provider=tracer_provider)
         self.span_attributes = span_attributes
