@@ -83,13 +83,14 @@ class Recovery:
             return  # a backend that numbers without epochs: nothing to compare
         members = list(self._members.get(room, {}).items())
         stale = [(c, m) for c, m in members if m.epoch is not None and m.epoch != epoch]
+        # ahead of the room in its own epoch: the numbering went back (Redis restarted from
+        # an older snapshot); the seqs it had will be reused for other publications. Read
+        # before the stale are restarted: their replay may run past ``seq`` meanwhile.
+        ahead = [(c, m) for c, m in members if m.epoch == epoch and m.last_seq > seq]
         if stale:
             logger.warning("room %r: epoch changed to %s; telling %d member(s)",
                            room, epoch, len(stale))  # fmt: skip
             await self.restart(room, stale, "epoch changed", seq, epoch)
-        # ahead of the room in its own epoch: the numbering went back (Redis restarted from
-        # an older snapshot); the seqs it had will be reused for other publications
-        ahead = [(c, m) for c, m in members if m.epoch == epoch and m.last_seq > seq]
         if ahead:
             logger.warning("room %r: numbering went back to %d; telling %d member(s)",
                            room, seq, len(ahead))  # fmt: skip
