@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,34 @@ class RedisServer:
         self.args = args  # more options (a cluster node's)
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), *self.args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        wait_for(self._pong, what="redis-server to answer PING")
+        """Start on the port; a first start whose port was taken meanwhile (another test
+        process got it between ``free_port()`` and the bind) tries fresh ports, a restart
+        keeps its port as it must."""
+        for _ in range(3):
+            self.proc = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.workdir), *self.args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            proc = self.proc
+            wait_for(partial(self._up_or_gone, proc), what="redis-server to answer PING")
+            if proc.poll() is None:
+                self.started = True
+                return
+            if self.started:
+                break
+            self.port, self.args = free_port(), _fresh_ports(self.args)
+        raise AssertionError(f"redis-server exited at start on port {self.port}")
+
+    def _up_or_gone(self, proc: subprocess.Popen[bytes]) -> bool:
+        return self._pong() or proc.poll() is not None
 
     def _pong(self) -> bool:
         try:
@@ -83,3 +100,12 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+
+def _fresh_ports(args: tuple[str, ...]) -> tuple[str, ...]:
+    """``args`` with a new free port after every ``--cluster-port``."""
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--cluster-port":
+            out[i + 1] = str(free_port())
+    return tuple(out)
