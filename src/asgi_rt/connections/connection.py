@@ -64,23 +64,9 @@ class Connection:
     """
 
     __slots__ = (
-        "__weakref__",
-        "_bucket",
-        "_invalid",
-        "_pending_receive",
-        "_receive",
-        "_requests",
-        "_sender",
-        "_settings",
-        "_stats",
-        "_swallow_pongs",
-        "_track_activity",
-        "id",
-        "kind",
-        "last_seen",
-        "meta",
-        "ping_sent_at",
-        "websocket",
+        "__weakref__", "_bucket", "_invalid", "_pending_receive", "_receive", "_requests",
+        "_sender", "_settings", "_stats", "_swallow_pongs", "_track_activity", "id", "kind",
+        "last_seen", "meta", "ping_sent_at", "websocket",
     )  # fmt: skip
 
     def __init__(
