@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -49,3 +50,22 @@ class PendingRequests:
 
     def forget(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
+
+    async def call(
+        self, send: Callable[[Any], Awaitable[object]], type: str, data: Any, timeout: float
+    ) -> Any:
+        """Send ``{"type", "data", "id"}`` with ``send`` and return the ack's data.
+
+        Raises:
+            RequestFailed: no ack within ``timeout`` seconds, or too many pending.
+        """
+        request_id, waiter = self.open()
+        try:
+            await send({"type": type, "data": data, "id": request_id})
+            with anyio.move_on_after(timeout):
+                await waiter.done.wait()
+        finally:
+            self.forget(request_id)
+        if not waiter.done.is_set():
+            raise RequestFailed(f"no ack for {type!r} within {timeout} s")
+        return waiter.result

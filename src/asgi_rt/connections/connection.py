@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Hashable
+from functools import partial
+from typing import Any
 
-import anyio
 from anyio.abc import TaskGroup
 from starlette.websockets import WebSocketState
 
-from .._json import loads
 from ..exceptions import (
     ConnectionClosed,
     InvalidData,
     MessageTooBig,
     ProtocolViolation,
     RateLimitExceeded,
-    RequestFailed,
 )
 from . import _sender
 from ._encode import encode
+from ._inbound import (
+    Frames,
+    count_violation,
+    error_frame,
+    frame_size,
+    next_frame,
+    next_json,
+    next_text,
+)
 from ._interrupt import INTERRUPTED, Interruptible
 from ._requests import PendingRequests
 from ._settings import ConnectionSettings
@@ -32,8 +39,6 @@ from .state import ConnectionState
 from .stats import ManagerStats
 
 __all__ = ["Connection"]
-
-T = TypeVar("T")
 
 
 class Connection:
@@ -59,23 +64,9 @@ class Connection:
     """
 
     __slots__ = (
-        "__weakref__",
-        "_bucket",
-        "_invalid",
-        "_pending_receive",
-        "_receive",
-        "_requests",
-        "_sender",
-        "_settings",
-        "_stats",
-        "_swallow_pongs",
-        "_track_activity",
-        "id",
-        "kind",
-        "last_seen",
-        "meta",
-        "ping_sent_at",
-        "websocket",
+        "__weakref__", "_bucket", "_invalid", "_pending_receive", "_receive", "_requests",
+        "_sender", "_settings", "_stats", "_swallow_pongs", "_track_activity", "id", "kind",
+        "last_seen", "meta", "ping_sent_at", "websocket",
     )  # fmt: skip
 
     def __init__(
@@ -190,16 +181,7 @@ class Connection:
         """
         if self._requests is None:
             self._requests = PendingRequests(self._settings.max_pending_requests)
-        request_id, waiter = self._requests.open()
-        try:
-            await self.send({"type": type, "data": data, "id": request_id})
-            with anyio.move_on_after(timeout):
-                await waiter.done.wait()
-        finally:
-            self._requests.forget(request_id)
-        if not waiter.done.is_set():
-            raise RequestFailed(f"no ack for {type!r} within {timeout} s")
-        return waiter.result
+        return await self._requests.call(self.send, type, data, timeout)
 
     def resolve_ack(self, request_id: Any, data: Any) -> bool:
         """Hand a client's ack to the pending :meth:`request`; ``False`` if none waits."""
@@ -275,11 +257,11 @@ class Connection:
         return None
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return _Frames(self._receive_frame)
+        return Frames(partial(next_frame, self.receive))
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate text frames; a binary frame closes the connection with 1003."""
-        return _Frames(self._receive_text)
+        return Frames(partial(next_text, self.receive, self._violate))
 
     def iter_json(self) -> AsyncIterator[Any]:
         """Iterate decoded JSON frames (text, or UTF-8 binary).
@@ -291,35 +273,13 @@ class Connection:
         overflows to infinity or a lone surrogate (``"\\ud800"``): whatever this yields can
         be sent back as it is.
         """
-        return _Frames(self._receive_json)
-
-    async def _receive_frame(self) -> str | bytes | _End:
-        data = await self.receive()
-        return _END if data is None else data
-
-    async def _receive_text(self) -> str | _End:
-        data = await self.receive()
-        if isinstance(data, bytes):
-            await self._violate(
-                InvalidData("expected a text frame, got binary", code=1003, reason="expected text")
-            )
-            return _END
-        return _END if data is None else data
-
-    async def _receive_json(self) -> Any:
         max_depth = self._settings.max_json_depth
-        while (data := await self.receive()) is not None:
-            try:
-                return loads(data, max_depth=max_depth)
-            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and BadJSON
-                if not await self.reject_frame("invalid_json", f"expected JSON: {exc}"):
-                    break
-        return _END
+        return Frames(partial(next_json, self.receive, self.reject_frame, max_depth))
 
     async def _check(self, data: str | bytes) -> str | bytes | None:
         limit = self._settings.max_message_size
-        if limit is not None and len(data) > limit // 4 and _size(data) > limit:
-            await self._violate(MessageTooBig(f"frame of {_size(data)} bytes exceeds {limit}"))
+        if limit is not None and len(data) > limit // 4 and frame_size(data) > limit:
+            await self._violate(MessageTooBig(f"frame of {frame_size(data)} bytes exceeds {limit}"))
             return None
         if self._bucket is not None and not self._bucket.take():
             await self._violate(RateLimitExceeded())
@@ -347,54 +307,13 @@ class Connection:
             await self._violate(InvalidData(f"{self._invalid} invalid frames: {message}",
                                             reason="too many invalid frames"))  # fmt: skip
             return False
-        text = message[:200]
-        if not text.isascii():  # an error frame must always encode: no lone surrogate in it
-            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-        frame: dict[str, Any] = {"type": "error", "data": {"code": code, "message": text}}
-        if id is not None:
-            frame["id"] = id
+        frame = error_frame(code, message, id)
         self._sender.deliver(*encode(frame, self._settings.dumps))
         return True
 
     async def _violate(self, exc: ProtocolViolation) -> None:
-        stats = self._stats
-        if isinstance(exc, MessageTooBig):
-            stats.oversize_closes += 1
-        elif isinstance(exc, RateLimitExceeded):
-            stats.rate_limit_closes += 1
-        else:
-            stats.invalid_data_closes += 1
+        count_violation(self._stats, exc)
         await self.close(exc.code, exc.reason, drain=False)
 
     def _cancel_receive(self) -> None:
         self._pending_receive.interrupt()
-
-
-class _End:
-    """Ends iteration: JSON can decode to ``None``, so ``None`` cannot."""
-
-
-_END = _End()
-
-
-class _Frames(Generic[T]):
-    """An async iterator over a receive function (not an async generator, so that
-    breaking out of ``async for`` leaves nothing to finalise)."""
-
-    __slots__ = ("_next",)
-
-    def __init__(self, next_: Callable[[], Awaitable[T | _End]]) -> None:
-        self._next = next_
-
-    def __aiter__(self) -> _Frames[T]:
-        return self
-
-    async def __anext__(self) -> T:
-        value = await self._next()
-        if isinstance(value, _End):
-            raise StopAsyncIteration
-        return value
-
-
-def _size(data: str | bytes) -> int:
-    return len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode("utf-8"))

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import uuid
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -12,12 +9,11 @@ from collections.abc import (
     Coroutine,
     Hashable,
     Iterable,
-    Iterator,
 )
 from contextlib import asynccontextmanager
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypedDict
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 import anyio.lowlevel
@@ -25,16 +21,17 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .._background import Background
 from .._json import DEFAULT_MAX_DEPTH
-from .._retry_hint import drain_reason
-from ..exceptions import DuplicateConnectionId
 from ._encode import Dumps, compact_dumps, encode
+from ._fanout import fan_out
+from ._lifecycle import close_spread, on_asyncio, refuse
+from ._options import ManagerOptions
+from ._registry import ConnectionRegistry
 from ._settings import ConnectionSettings
 from ._transport import Transport
 from .backpressure import Overflow
 from .connection import Connection
 from .heartbeat import Heartbeat, sweep_forever
 from .ratelimit import RateLimit
-from .stats import ManagerStats
 
 if TYPE_CHECKING:
     from ..metrics import Metrics
@@ -44,27 +41,7 @@ __all__ = ["ConnectionManager", "ManagerOptions"]
 MiB = 1024 * 1024
 
 
-class ManagerOptions(TypedDict, total=False):
-    """The options of :class:`ConnectionManager`, which :class:`RoomManager` passes on."""
-
-    queue_size: int
-    queue_bytes: int | None
-    overflow: Overflow
-    send_timeout: float | None
-    max_message_size: int | None
-    rate_limit: RateLimit | None
-    max_invalid_frames: int
-    max_json_depth: int
-    close_timeout: float
-    inline_send: bool | None
-    dumps: Dumps
-    metrics: Metrics | None
-    heartbeat: Heartbeat | None
-    idle_timeout: float | None
-    drain_window: float
-
-
-class ConnectionManager:
+class ConnectionManager(ConnectionRegistry):
     """Registry of live WebSocket connections with backpressure-aware fan-out.
 
     Each connection gets a bounded outbound queue and one writer task. ``send`` and
@@ -128,6 +105,7 @@ class ConnectionManager:
         idle_timeout: float | None = None,
         drain_window: float = 0.0,
     ) -> None:
+        super().__init__()
         self._settings = ConnectionSettings(
             queue_size=queue_size, queue_bytes=queue_bytes, overflow=overflow,
             send_timeout=send_timeout, close_timeout=close_timeout,
@@ -146,9 +124,6 @@ class ConnectionManager:
         self._background = Background()
         self._running = False
         self._inline_send = inline_send
-        self._connections: dict[str, Connection] = {}
-        self._reserved: set[str] = set()  # ids whose handshake is still in progress
-        self._stats = ManagerStats()
         self._metrics = metrics
         if metrics is not None:
             metrics.watch(self)
@@ -156,25 +131,6 @@ class ConnectionManager:
     @property
     def overflow(self) -> Overflow:
         return self._settings.overflow
-
-    def __len__(self) -> int:
-        return len(self._connections)
-
-    def __iter__(self) -> Iterator[Connection]:
-        return iter(tuple(self._connections.values()))
-
-    def __contains__(self, item: object) -> bool:
-        if isinstance(item, Connection):
-            return self._connections.get(item.id) is item
-        return item in self._connections
-
-    def get(self, id: str) -> Connection | None:
-        """The live connection registered as ``id``, or ``None``."""
-        return self._connections.get(id)
-
-    def stats(self) -> ManagerStats:
-        """A snapshot of this manager's counters."""
-        return dataclasses.replace(self._stats, active=len(self._connections))
 
     @asynccontextmanager
     async def connect(
@@ -255,13 +211,7 @@ class ConnectionManager:
         """
         message, size = encode(data, self._settings.dumps)
         targets = tuple(self._connections.values()) if to is None else to
-        if isinstance(exclude, Connection):
-            exclude = (exclude,)
-        delivered = 0
-        for conn in targets:
-            if exclude is not None and conn in exclude:
-                continue
-            delivered += conn.deliver(message, size, key)
+        delivered = fan_out(message, size, targets, exclude, key)
         if self._inline_send is False:
             # Without inline sends every message waits for a writer task: yield once so the
             # writers run before the caller's next burst instead of letting queues fill.
@@ -285,23 +235,10 @@ class ConnectionManager:
         share of one more window, so that clients come back spread over the window after
         the drain. ``ResilientClient`` obeys it; a browser can read it from the close event.
         """
-        conns = tuple(self._connections.values())
-        batches = max(1, min(len(conns), round(window / 0.05))) if window > 0 else 1
-        for index in range(batches):
-            if index:
-                await anyio.sleep(window / batches)
-            offset = window * index / batches
-            for conn in conns[index::batches]:
-                said = drain_reason(reason, window, offset) if window and retry_hint else reason
-                conn.request_close(code, said, drain=True)
-        with anyio.move_on_after(timeout):
-            for conn in conns:
-                await conn.wait_closed()
-        for conn in conns:
-            conn.request_close(code, reason, drain=False)
-        with anyio.move_on_after(self._settings.close_timeout * 2):
-            for conn in conns:
-                await conn.wait_closed()
+        await close_spread(
+            tuple(self._connections.values()), code, reason, timeout=timeout, window=window,
+            retry_hint=retry_hint, close_timeout=self._settings.close_timeout,
+        )  # fmt: skip
 
     async def __aenter__(self) -> Self:
         await self._background.start(*self._background_tasks())
@@ -337,7 +274,7 @@ class ConnectionManager:
         try:
             self._require_started("connect")
         except RuntimeError:
-            await _refuse(websocket)
+            await refuse(websocket)
             raise
         conn_id = self._reserve(id)
         try:
@@ -345,7 +282,7 @@ class ConnectionManager:
                 await websocket.accept(subprotocol=subprotocol, headers=headers)
             return self._register(websocket, conn_id, meta)
         finally:
-            self._reserved.discard(conn_id)
+            self._unreserve(conn_id)
 
     def _require_started(self, call: str) -> None:
         """Raise the error that names the fix when the manager's work needs it entered."""
@@ -361,20 +298,12 @@ class ConnectionManager:
         """Whether connections need the background tasks; subclasses with a backend do."""
         return self._heartbeat is not None or self._idle_timeout is not None
 
-    def _reserve(self, id: str | None) -> str:
-        conn_id = uuid.uuid4().hex if id is None else id
-        if conn_id in self._connections or conn_id in self._reserved:
-            raise DuplicateConnectionId(f"connection id {conn_id!r} is already registered")
-        self._reserved.add(conn_id)
-        return conn_id
-
     def _register(self, websocket: Transport, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
             websocket, id=conn_id, meta=meta, settings=self._settings, stats=self._stats,
-            inline=self._use_inline(), on_asyncio=_on_asyncio(),
+            inline=self._use_inline(), on_asyncio=on_asyncio(),
         )  # fmt: skip
-        self._connections[conn_id] = conn
-        self._stats.opened += 1
+        self._add(conn)
         return conn
 
     async def _release(self, conn: Connection) -> None:
@@ -382,35 +311,12 @@ class ConnectionManager:
         with anyio.CancelScope(shield=True):
             await self._on_release(conn)
             await conn.finish()
-        if self._connections.get(conn.id) is conn:
-            del self._connections[conn.id]
-            self._stats.closed += 1
+        self._remove(conn)
 
     async def _on_release(self, conn: Connection) -> None:
         """Called once per connection as it ends (shielded); subclasses clean up here."""
 
     def _use_inline(self) -> bool:
         if self._inline_send is None:
-            self._inline_send = _on_asyncio()
+            self._inline_send = on_asyncio()
         return self._inline_send
-
-
-async def _refuse(websocket: Transport) -> None:
-    """Close a WebSocket whose manager was never started: 403 before accept, else 1011 with
-    a reason (rather than the silence of a socket nobody serves)."""
-    if (
-        isinstance(websocket, WebSocket)
-        and websocket.client_state is not WebSocketState.DISCONNECTED
-    ):
-        with anyio.CancelScope(shield=True):
-            await websocket.send({"type": "websocket.close", "code": 1011,
-                                  "reason": "server not started"})  # fmt: skip
-
-
-def _on_asyncio() -> bool:
-    """Whether this runs on an asyncio loop (inline sends and cheap interrupts need it)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
