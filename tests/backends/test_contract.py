@@ -168,3 +168,22 @@ async def test_idempotency_keys_of_different_rooms_never_collide(make: Factory) 
         second = await backend.publish("42", b"second", idempotency_key="msg-7:chat")
         assert (second.channel, second.seq) == ("42", 1)
         assert [p.data for p in await backend.history("42", 0)] == [b"second"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [({"history_size": -1}, "history_size must be >= 0, got -1"),
+     ({"buffer": 0}, "buffer must be >= 1, got 0"),
+     ({"room_ttl": 0}, "room_ttl must be > 0, got 0"),
+     ({"publish_timeout": -1}, "publish_timeout must be > 0, got -1")],
+)  # fmt: skip
+def test_every_networked_backend_names_the_bad_option(bad: dict[str, float], says: str) -> None:
+    from asgi_rt.backends.nats import NatsBackend
+    from asgi_rt.backends.redis import RedisBackend
+    from asgi_rt.backends.redis_cluster import RedisClusterBackend
+
+    for make_one in (lambda: RedisBackend.from_url("redis://127.0.0.1:1/0", **bad),
+                     lambda: RedisClusterBackend(["127.0.0.1:1"], **bad),
+                     lambda: NatsBackend("nats://127.0.0.1:1", **bad)):  # fmt: skip
+        with pytest.raises(ValueError, match=says):
+            make_one()

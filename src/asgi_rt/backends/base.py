@@ -32,6 +32,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "Resync",
     "check_history",
+    "check_options",
 ]
 
 
@@ -168,3 +169,23 @@ def check_history(
     if since < current and (not kept or kept[0].seq != since + 1):
         raise HistoryGap(f"room {channel!r} no longer keeps seq {since + 1}", reason="trimmed")
     return kept
+
+
+def check_options(
+    *, history_size: int, buffer: int, room_ttl: float, idempotency_ttl: float,
+    **positive: float,
+) -> None:  # fmt: skip
+    """The options every backplane shares, validated once: each message names the option
+    and the value it got (``positive`` are further seconds that must be > 0).
+
+    Raises:
+        ValueError: a bound out of range.
+    """
+    if history_size < 0:
+        raise ValueError(f"history_size must be >= 0, got {history_size}")
+    if buffer < 1:
+        raise ValueError(f"buffer must be >= 1, got {buffer}")
+    for name, value in {"room_ttl": room_ttl, "idempotency_ttl": idempotency_ttl,
+                        **positive}.items():  # fmt: skip
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")

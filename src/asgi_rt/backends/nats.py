@@ -55,6 +55,7 @@ from .base import (
     PublishOutcomeUnknown,
     Resync,
     check_history,
+    check_options,
 )
 
 __all__ = ["NatsBackend"]
@@ -97,9 +98,10 @@ class NatsBackend:
         room_ttl: float = 3600.0,
         idempotency_ttl: float = 300.0,
     ) -> None:
-        if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
-            raise ValueError("history_size >= 0, buffer >= 1, timeouts > 0 are required")
-        if room_ttl <= 0 or not 0 < idempotency_ttl <= room_ttl:
+        check_options(history_size=history_size, buffer=buffer, room_ttl=room_ttl,
+                      idempotency_ttl=idempotency_ttl, publish_timeout=publish_timeout,
+                      max_backoff=max_backoff)  # fmt: skip
+        if idempotency_ttl > room_ttl:  # JetStream's dedupe window lives inside max_age
             raise ValueError(f"0 < idempotency_ttl <= room_ttl is required, got "
                              f"{idempotency_ttl}, {room_ttl}")  # fmt: skip
         if not prefix or not prefix.replace("_", "").replace("-", "").isalnum():

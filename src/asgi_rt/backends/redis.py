@@ -47,7 +47,7 @@ from ._redis_common import (
     text,
     without_retries,
 )
-from .base import BackendUnavailable, Publication, Resync, check_history
+from .base import BackendUnavailable, Publication, Resync, check_history, check_options
 
 __all__ = ["RedisBackend"]
 
@@ -98,11 +98,9 @@ class RedisBackend:
         room_ttl: float = 3600.0,
         idempotency_ttl: float = 300.0,
     ) -> None:
-        if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
-            raise ValueError("history_size >= 0, buffer >= 1, timeouts > 0 are required")
-        if room_ttl <= 0 or idempotency_ttl <= 0:
-            raise ValueError(f"room_ttl and idempotency_ttl must be > 0, got {room_ttl}, "
-                             f"{idempotency_ttl}")  # fmt: skip
+        check_options(history_size=history_size, buffer=buffer, room_ttl=room_ttl,
+                      idempotency_ttl=idempotency_ttl, publish_timeout=publish_timeout,
+                      max_backoff=max_backoff)  # fmt: skip
         self.client = client
         self.history_size = history_size
         self.prefix = prefix

@@ -41,7 +41,14 @@ from ._redis_common import (
     stream_publications,
     text,
 )
-from .base import BackendUnavailable, Publication, PublishNotApplied, Resync, check_history
+from .base import (
+    BackendUnavailable,
+    Publication,
+    PublishNotApplied,
+    Resync,
+    check_history,
+    check_options,
+)
 
 __all__ = ["RedisClusterBackend"]
 
@@ -92,10 +99,9 @@ class RedisClusterBackend:
         max_connections: int = 64,
         topology_interval: float = 5.0,
     ) -> None:
-        if history_size < 0 or buffer < 1 or publish_timeout <= 0 or max_backoff <= 0:
-            raise ValueError("history_size >= 0, buffer >= 1, timeouts > 0 are required")
-        if room_ttl <= 0 or idempotency_ttl <= 0 or topology_interval <= 0:
-            raise ValueError("room_ttl, idempotency_ttl and topology_interval must be > 0")
+        check_options(history_size=history_size, buffer=buffer, room_ttl=room_ttl,
+                      idempotency_ttl=idempotency_ttl, publish_timeout=publish_timeout,
+                      max_backoff=max_backoff, topology_interval=topology_interval)  # fmt: skip
         if max_connections < 1 or not seeds:
             raise ValueError(f"max_connections >= 1 and a seed node are required, got "
                              f"{max_connections}, {seeds!r}")  # fmt: skip
