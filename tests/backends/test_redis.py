@@ -195,14 +195,17 @@ async def _subscribed(admin: aioredis.Redis, channel: str = "asgi_rt:pub:room") 
     await await_true(probe, what=f"a subscriber on {channel}")
 
 
-def _room_endpoint(rooms: Any, joined: asyncio.Event) -> Any:
+def _room_endpoint(
+    rooms: Any, joined: asyncio.Event, *, room: str = "room", announce: bool = True
+) -> Any:
+    """An in-process app whose /ws joins ``room`` (announcing it or not) and stays."""
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
     from starlette.websockets import WebSocket
 
     async def endpoint(websocket: WebSocket) -> None:
         async with rooms.connect(websocket) as conn:
-            await rooms.join(conn, "room", announce=True)
+            await rooms.join(conn, room, announce=announce)
             joined.set()
             async for _ in conn:
                 pass
@@ -303,22 +306,6 @@ async def test_a_herd_of_joins_waits_for_the_pool_instead_of_closing_1011(
     assert results == ["joined"] * 200
 
 
-async def _member(rooms: Any, joined: asyncio.Event, *, announce: bool) -> Any:
-    """An in-process app whose /ws joins room "r" (announcing or not) and stays."""
-    from starlette.applications import Starlette
-    from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocket
-
-    async def endpoint(websocket: WebSocket) -> None:
-        async with rooms.connect(websocket) as conn:
-            await rooms.join(conn, "r", announce=announce)
-            joined.set()
-            async for _ in conn:
-                pass
-
-    return Starlette(routes=[WebSocketRoute("/ws", endpoint)])
-
-
 async def test_a_restart_from_an_older_snapshot_is_told_not_taken_for_duplicates(
     redis_server: RedisServer,
 ) -> None:
@@ -331,7 +318,9 @@ async def test_a_restart_from_an_older_snapshot_is_told_not_taken_for_duplicates
     async with RoomManager(backend=redis_server.url) as rooms:
         backend = rooms.backend
         assert isinstance(backend, RedisBackend)
-        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+        async with websocket_session(
+            _room_endpoint(rooms, joined, room="r", announce=False), "/ws"
+        ) as ws:
             await joined.wait()
             for i in range(1, 9):
                 if i == 4:
@@ -367,7 +356,9 @@ async def test_a_plain_member_gets_what_the_listener_missed_before_its_first_fra
         backend = rooms.backend
         assert isinstance(backend, RedisBackend)
         await await_for(lambda: backend.listener_up)
-        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+        async with websocket_session(
+            _room_endpoint(rooms, joined, room="r", announce=False), "/ws"
+        ) as ws:
             await joined.wait()
             reconnects = backend.reconnects
             redis_server.command("CLIENT", "KILL", "TYPE", "pubsub")
@@ -390,7 +381,9 @@ async def test_a_stray_message_on_a_room_channel_does_not_kill_the_listener(
 
     joined = asyncio.Event()
     async with RoomManager(backend=redis_server.url) as rooms:
-        async with websocket_session(await _member(rooms, joined, announce=False), "/ws") as ws:
+        async with websocket_session(
+            _room_endpoint(rooms, joined, room="r", announce=False), "/ws"
+        ) as ws:
             await joined.wait()
             first = await rooms.publish("r", "first")
             assert (await asyncio.wait_for(ws.receive_json(), 10))["data"] == "first"
