@@ -25,7 +25,13 @@ A B C D in every round, medians over rounds:
 5. ``handrolled_redis`` (reference, no target): one ``redis.asyncio`` pub/sub listener per
    worker feeding the naive ``for ws in conns: await ws.send_text(m)`` loop, the design
    PERF-NOTES measured at 118k-132k msgs/s. No seq, history, reconnects or backpressure:
-   what a bare backplane costs on this harness.
+   what a bare backplane costs on this harness;
+6. ``broadcaster_redis`` (peer): encode/broadcaster on Redis pub/sub, two workers, one
+   ``broadcast.subscribe(room)`` per receiver as its README shows.
+
+After the table, one line per peer: asgi_rt_redis's throughput over the peer's, paired
+round by round (min / median / max of the per-round ratios), and the remote (B) p99 of
+the peer and of asgi_rt_redis.
 
 Reported per variant: deliveries/s, latency p50/p99 overall and for worker A's receivers
 (local to the publisher) and worker B's (remote: through Redis), completeness, and
@@ -83,9 +89,23 @@ from ._pyspy import _frame, print_profile, print_shares, start_py_spy, stop_py_s
 from ._report import check, print_targets, progress, write_json
 from ._stats import fmt, med
 
-VARIANTS = ("asgi_rt_redis", "asgi_rt_memory", "socketio_redis", "handrolled_redis", "asgi_rt_nats")
+VARIANTS = (
+    "asgi_rt_redis",
+    "asgi_rt_memory",
+    "socketio_redis",
+    "handrolled_redis",
+    "asgi_rt_nats",
+    "broadcaster_redis",
+)
 TWO_WORKERS = frozenset(
-    {"asgi_rt_redis", "socketio_redis", "handrolled_redis", "asgi_rt_nats", "asgi_rt_redis_cluster"}
+    {
+        "asgi_rt_redis",
+        "socketio_redis",
+        "handrolled_redis",
+        "asgi_rt_nats",
+        "asgi_rt_redis_cluster",
+        "broadcaster_redis",
+    }
 )  # asgi_rt_redis_cluster: run by bench.cluster, which starts the cluster
 P99_MARGIN_MS = 5.0  # target: cross-worker asgi_rt p99 <= single-process memory p99 + 5 ms
 THROUGHPUT_RATIO = 3.0  # target: asgi_rt cross-worker msgs/s >= 3x python-socketio's
@@ -536,8 +556,33 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
             f"{fmt(rr['b_p99_ms'])} ms), backplane cpu {fmt(nats['redis_cpu'])} vs "
             f"{fmt(rr['redis_cpu'])} cores"
         )
+    print_peer_ratios(summary, pin)
     print_targets(checks, notes_for(summary), f", pin={pin}")
     return checks
+
+
+PEERS = ("handrolled_redis", "socketio_redis", "broadcaster_redis")
+
+
+def print_peer_ratios(summary: dict[str, Any], pin: str) -> None:
+    """asgi_rt_redis against each peer: per-round throughput ratios and remote p99."""
+    ours = summary.get("asgi_rt_redis", {})
+    for peer in PEERS:
+        theirs = summary.get(peer, {})
+        if not (ours.get("rounds") and theirs.get("rounds")):
+            continue
+        ratios = sorted(
+            a["msgs_per_s"] / b["msgs_per_s"]
+            for a, b in zip(ours["per_round"], theirs["per_round"], strict=False)
+            if b["msgs_per_s"]
+        )
+        if not ratios:
+            continue
+        print(
+            f"asgi_rt_redis / {peer}, pin={pin}: throughput {ratios[0]:.2f} / "
+            f"{med(ratios):.2f} / {ratios[-1]:.2f} (min / median / max of {len(ratios)} "
+            f"rounds); remote p99 {fmt(theirs['b_p99_ms'])} -> {fmt(ours['b_p99_ms'])} ms"
+        )
 
 
 def notes_for(summary: dict[str, Any]) -> list[str]:

@@ -23,6 +23,15 @@ Every variant serves:
   ``redis.asyncio`` pub/sub listener per process feeding the naive local loop
   (``for ws in conns: await ws.send_text(text)``); the publisher ``PUBLISH``es the text
   as is. No seq, no history, no reconnects, no backpressure: the floor of a backplane.
+* ``broadcaster_redis`` (peer): encode/broadcaster's ``Broadcast(BENCH_REDIS_URL)`` used as
+  its README shows: every receiver runs ``async with broadcast.subscribe(room)`` and sends
+  each event it yields (one unbounded queue and one task per receiver); the publisher
+  ``broadcast.publish``es the text as is. broadcaster 0.3.1 loses receivers that subscribe
+  concurrently (the first subscriber of a channel awaits the Redis SUBSCRIBE before it
+  registers its queue, and a second one arriving meanwhile replaces the set): joins are
+  serialised with a lock here so the peer is measured, not its race; and its listener
+  exits for good if it wakes before the first SUBSCRIBE is recorded, so the app holds the
+  room subscribed from startup plus a second subscription that re-arms it.
 
 Run with ``python -m bench.rooms_server`` (prints one JSON line ``{"port", "stall_port",
 "pid"}`` once listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
@@ -34,9 +43,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import ASGIApp
@@ -154,6 +164,61 @@ def handrolled_redis_app(url: str, room: str) -> Starlette:
     )
 
 
+def broadcaster_redis_app(url: str, room: str) -> Starlette:
+    from broadcaster import Broadcast  # type: ignore[import-untyped,unused-ignore]
+
+    broadcast = Broadcast(url)
+    conns: set[WebSocket] = set()
+    counters = Counters()
+
+    join_lock = anyio.Lock()  # see the module docstring: broadcaster 0.3.1's subscribe race
+
+    async def forward(websocket: WebSocket, joined: anyio.Event) -> None:
+        async with AsyncExitStack() as stack:
+            async with join_lock:
+                subscriber = await stack.enter_async_context(broadcast.subscribe(room))
+            joined.set()
+            async for event in subscriber:
+                await websocket.send_text(event.message)
+
+    async def receiver(websocket: WebSocket) -> None:
+        await websocket.accept()
+        joined = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(forward, websocket, joined)
+            await joined.wait()
+            conns.add(websocket)
+            await websocket.send_text('{"type":"joined"}')
+            try:
+                while (await websocket.receive())["type"] != "websocket.disconnect":
+                    pass
+            finally:
+                conns.discard(websocket)
+                tg.cancel_scope.cancel()
+
+    publisher = counters.publisher(lambda text: broadcast.publish(room, text))
+
+    def stats() -> dict[str, Any]:
+        return {"connections": len(conns), **counters.as_dict()}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # broadcaster 0.3.1 on redis-py 7: its listener leaves if it wakes before the first
+        # SUBSCRIBE is recorded and then waits for a readiness flag already spent; a second
+        # subscription re-arms it (see the module docstring)
+        async with broadcast, broadcast.subscribe(room), broadcast.subscribe(f"{room}:rearm"):
+            yield
+
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ],
+        lifespan=lifespan,
+    )
+
+
 def make_app() -> ASGIApp:
     """The app named by ``BENCH_VARIANT`` (for ``uvicorn --factory``)."""
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -165,6 +230,7 @@ def make_app() -> ASGIApp:
         "asgi_rt_nats": lambda: asgi_rt_rooms_app(os.environ["BENCH_NATS_URL"], room),
         "socketio_redis": lambda: socketio_redis_app(url),
         "handrolled_redis": lambda: handrolled_redis_app(url, room),
+        "broadcaster_redis": lambda: broadcaster_redis_app(url, room),
     }
     return app_for_variant(factories, "asgi_rt_redis")
 
