@@ -1,4 +1,4 @@
-"""The rooms client process: receivers split over two workers, one publisher, a closed loop.
+"""The rooms client process: receivers split over two workers, one publisher, closed/paced loop.
 
 Run by ``bench.rooms`` as ``python -m bench._rooms_client '<json config>'``; prints one
 JSON line with the results. Receivers ``0 .. n/2-1`` (group ``A``) connect to worker A,
@@ -55,6 +55,7 @@ class Config:
     broadcast_timeout: float = 5.0
     settle: float = 0.5
     batch: int = 50
+    rate: float = 0.0  # > 0: paced (open loop), broadcasts/s; 0: closed loop
 
 
 class RoomsClient:
@@ -156,6 +157,34 @@ class RoomsClient:
             lambda: counts[seq] >= self.expected, self.cfg.broadcast_timeout
         )
 
+    def paced(self, n: int) -> int:
+        """Send ``n`` broadcasts at ``cfg.rate``/s whatever the deliveries do (open loop).
+
+        Broadcast ``k`` is due at ``t0 + k / rate``; its latency counts from that due time,
+        not from when it was actually sent, so a server that holds the client up (or a
+        client that falls behind) shows in the latency instead of being hidden by a later
+        send (coordinated omission). Returns how many broadcasts were fully delivered
+        within ``broadcast_timeout`` after the last one was due.
+        """
+        first, period_ns = self.seq, 1e9 / self.cfg.rate
+        t0 = time.perf_counter_ns()
+        for k in range(n):
+            due = t0 + int(k * period_ns)
+            wait = (due - time.perf_counter_ns()) / 1e9
+            if wait > 0:
+                self.reactor.run_until(lambda: False, wait)
+            seq = self.seq
+            self.seq += 1
+            _, body = message(seq, self.cfg.payload)
+            self.pub_ns[seq] = due
+            send_broadcast(self.publisher, body, self.sio)
+        counts, last = self.counts, first + n
+        self.reactor.run_until(
+            lambda: all(counts[s] >= self.expected for s in range(first, last)),
+            self.cfg.broadcast_timeout,
+        )
+        return sum(1 for s in range(first, last) if counts[s] >= self.expected)
+
     def server_stats(self) -> list[dict[str, Any]]:
         out = []
         ports = [self.cfg.port_a]
@@ -188,7 +217,12 @@ class RoomsClient:
         polls0, events0 = self.reactor.polls, self.reactor.events
         t0 = t_done = time.perf_counter()
         completed = 0
-        for _ in range(cfg.broadcasts):
+        if cfg.rate > 0:
+            completed = self.paced(cfg.broadcasts)
+            t_done = time.perf_counter()
+            if completed < cfg.broadcasts:
+                out["stalled_after"] = completed
+        for _ in range(0 if cfg.rate > 0 else cfg.broadcasts):
             if not self.broadcast():
                 out["stalled_after"] = completed
                 out["stalled_got"] = self.counts[self.seq - 1]
@@ -216,6 +250,7 @@ class RoomsClient:
             expected=expected,
             completeness=delivered / expected if expected else 0.0,
             elapsed_s=elapsed,
+            rate=cfg.rate,
             msgs_per_s=delivered / elapsed if elapsed > 0 else 0.0,
             p50_ms=percentile(lat_all, 0.50),
             p99_ms=percentile(lat_all, 0.99),

@@ -128,6 +128,7 @@ class Plan:
     profile_details: bool
     profile_variants: tuple[str, ...]
     retries: int
+    rate: float = 0.0
 
 
 def parse_args(argv: list[str] | None = None) -> Plan:
@@ -138,6 +139,13 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--payload", type=int, default=100)
     p.add_argument("--rounds", type=int)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="paced (open loop): broadcasts/s, latency from each broadcast's scheduled time "
+        "(default 0: closed loop)",
+    )
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     p.add_argument("--ws", default="websockets-sansio", help="uvicorn --ws implementation")
     p.add_argument(
@@ -185,6 +193,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         profile_details=a.profile_details,
         profile_variants=tuple(v for v in a.profile_variants.split(",") if v),
         retries=a.retries,
+        rate=a.rate,
     )
 
 
@@ -341,6 +350,7 @@ def run_session(
                 "broadcasts": broadcasts or plan.broadcasts,
                 "warmup": plan.warmup,
                 "payload": plan.payload,
+                "rate": plan.rate,
             }
             result, error = run_client(
                 "bench._rooms_client", json.dumps(config), timeout=180, cpu=client_cpu
@@ -459,10 +469,11 @@ def print_report(plan: Plan, summary: dict[str, Any], pin: str) -> list[str]:
         "split": "servers on CPU 0, client + redis-server on CPU 1",
         "none": "no pinning",
     }[pin]
+    loop = f"paced at {plan.rate:g} broadcasts/s" if plan.rate else "closed loop"
     print(
         f"\n== rooms, pin={pin} ({where}): {plan.receivers} receivers in one room (half on "
         f"worker A, half on B), publisher on A, {plan.broadcasts} broadcasts x {plan.payload} "
-        f"B, closed loop, uvicorn --ws {plan.ws}, median of {plan.rounds} rounds"
+        f"B, {loop}, uvicorn --ws {plan.ws}, median of {plan.rounds} rounds"
     )
     head = (
         "variant",
