@@ -20,7 +20,8 @@ Two more, for diagnosis only (not in the default run): ``telemetry_0.0`` (metric
 frame spans) and ``telemetry_1.0_noproc`` (every frame sampled, but the SDK provider has
 no span processor at all: what creating the spans costs, without the batch queue and its
 worker thread); and ``telemetry_1.0_events``: every frame traced with ``send_spans=False``
-(one span per round trip, the send an event on it).
+(one span per round trip, the send an event on it); ``telemetry_0.01_slow``: 1 % head
+sampling plus a span for every frame slower than 10 ms (``slow_frame_seconds=0.01``).
 
 Run with ``python -m bench.echo_server`` (prints ``{"port", "stall_port", "pid"}`` once
 listening; ``BENCH_WS`` picks uvicorn's WebSocket implementation, default
@@ -47,7 +48,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ._serve import app_for_variant, serve
 
 VARIANTS = ("bare", "telemetry_0.01", "telemetry_1.0", "otel_asgi", "router")
-EXTRA_VARIANTS = ("telemetry_0.0", "telemetry_1.0_noproc", "telemetry_1.0_events")
+EXTRA_VARIANTS = (
+    "telemetry_0.0", "telemetry_1.0_noproc", "telemetry_1.0_events", "telemetry_0.01_slow",
+)  # fmt: skip
 ROUTE = "/echo"
 
 
@@ -99,7 +102,9 @@ def bare_app() -> ASGIApp:
     return echo_app(lambda: {"variant": "bare"})
 
 
-def telemetry_app(ratio: float, *, processor: bool = True, send_spans: bool = True) -> ASGIApp:
+def telemetry_app(
+    ratio: float, *, processor: bool = True, send_spans: bool = True, slow: float | None = None
+) -> ASGIApp:
     from prometheus_client import CollectorRegistry
 
     from asgi_rt.metrics import Metrics
@@ -135,6 +140,7 @@ def telemetry_app(ratio: float, *, processor: bool = True, send_spans: bool = Tr
         tracer_provider=tracing.provider,
         frame_sample_ratio=ratio,
         send_spans=send_spans,
+        slow_frame_seconds=slow,
     )
 
 
@@ -179,6 +185,7 @@ def make_app() -> ASGIApp:
         "telemetry_0.0": lambda: telemetry_app(0.0),
         "telemetry_1.0_noproc": lambda: telemetry_app(1.0, processor=False),
         "telemetry_1.0_events": lambda: telemetry_app(1.0, send_spans=False),
+        "telemetry_0.01_slow": lambda: telemetry_app(0.01, slow=0.01),
     }
     return app_for_variant(factories, "bare")
 

@@ -47,6 +47,8 @@ class WebSocketRecorder:
         self.received_at: float | None = None  # the frame the app is processing, if any
         self.frame_span: Span | None = None
         self.frame_token: Any = None
+        self.slow = mw.slow_frames  # tail sampling of unsampled frames, or None
+        self.frame_mark = (0, 0, 0)  # size, sends, bytes sent when the frame came in
         self.exemplar_at = [-1.0, -1.0]  # size in, processing
         self.counts = [0, 0, 0, 0]  # frames in, frames out, bytes in, bytes out
         self.close_code: int | None = None
@@ -129,14 +131,21 @@ class WebSocketRecorder:
             frame_context = trace.set_span_in_context(span)
             self.frame_token = otel_context.attach(frame_context)
             current_frame.set(frame_context)
+        elif self.slow is not None:
+            self.frame_mark = (size, self.counts[1], self.counts[3])
         self.size_in.observe(size, self._exemplar(now, 0))
 
     def _frame_done(self, now: float) -> None:
         assert self.received_at is not None  # callers check; keeps mypy's narrowing
-        self.processing.observe(now - self.received_at, self._exemplar(now, 1))
+        elapsed = now - self.received_at
+        self.processing.observe(elapsed, self._exemplar(now, 1))
         self.received_at = None
         span = self.frame_span
-        if span is not None:
+        if span is None and self.slow is not None:
+            size, sends, sent = self.frame_mark
+            self.slow.frame_done(self.route, self.link, size, elapsed,
+                                 self.counts[1] - sends, self.counts[3] - sent)  # fmt: skip
+        elif span is not None:
             self.frame_span = None
             current_frame.set(None)
             otel_context.detach(self.frame_token)

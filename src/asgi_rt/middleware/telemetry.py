@@ -25,6 +25,7 @@ from ..looplag import LoopLagMonitor
 from ..metrics import Metrics
 from ._sserecorder import EventStreamRecorder, wants_event_stream
 from ._stackcheck import reports_config_errors
+from ._tailspans import SlowFrameTracer, check_slow_frame_seconds
 from ._tracing import AttributesHook, frame_sampler
 from ._wsrecorder import WebSocketRecorder
 
@@ -51,6 +52,12 @@ class TelemetryMiddleware:
             frame's span, and other sends (broadcasts outside any traced frame) are not
             traced; one span per traced round trip instead of two, about half the tracing
             cost (figures in ``bench/RESULTS.md``). Metrics are the same either way.
+        slow_frame_seconds: ``None`` (default): only head sampling. A number: a frame that
+            head sampling passed over still gets a CONSUMER span when its processing took
+            longer than this many seconds, built after the fact with the frame's real start
+            time, the sends it caused on this connection (``asgi_rt.frame.sends``,
+            ``asgi_rt.frame.sent_bytes``) and ``asgi_rt.sampled="slow"``. Pair it with a low
+            ``frame_sample_ratio`` to see every slow frame at about the 1 % cost.
         span_attributes: ``hook(scope) -> {name: value}`` added to the handshake span;
             a raising hook is logged and ignored.
         loop_lag: run a :class:`~asgi_rt.looplag.LoopLagMonitor` for the app's lifespan
@@ -59,7 +66,8 @@ class TelemetryMiddleware:
 
     Raises:
         ValueError: ``frame_sample_ratio`` outside [0, 1].
-        TypeError: ``send_spans`` not a bool.
+        ValueError: ``slow_frame_seconds`` not finite or not above zero.
+        TypeError: ``send_spans`` not a bool; ``slow_frame_seconds`` not a number.
     """
 
     @reports_config_errors
@@ -72,6 +80,7 @@ class TelemetryMiddleware:
         tracer_provider: TracerProvider | None = None,
         frame_sample_ratio: float = 1.0,
         send_spans: bool = True,
+        slow_frame_seconds: float | None = None,
         span_attributes: AttributesHook | None = None,
         loop_lag: bool = True,
         loop_lag_threshold: float = 0.1,
@@ -84,6 +93,8 @@ class TelemetryMiddleware:
         self.metrics = Metrics(registry) if metrics is None else metrics
         self.tracer = trace.get_tracer("asgi_rt", __version__, tracer_provider=tracer_provider)
         self.span_attributes = span_attributes
+        threshold = check_slow_frame_seconds(slow_frame_seconds)
+        self.slow_frames = None if threshold is None else SlowFrameTracer(self.tracer, threshold)
         self.loop_lag, self.loop_lag_threshold = loop_lag, loop_lag_threshold
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
