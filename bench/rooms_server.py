@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -56,6 +56,34 @@ from asgi_rt import RoomManager
 
 from ._serve import app_for_variant, serve
 from .fanout_server import Counters, _stats_route, manager_stats, socketio_app
+
+
+def _rooms_app(
+    receiver: Callable[[WebSocket], Awaitable[None]],
+    publisher: Callable[[WebSocket], Awaitable[None]],
+    stats: Callable[[], dict[str, Any]],
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+) -> Starlette:
+    """What every variant serves: ``/ws``, ``/pub`` and ``/stats`` (module docstring)."""
+    return Starlette(
+        routes=[
+            WebSocketRoute("/ws", receiver),
+            WebSocketRoute("/pub", publisher),
+            _stats_route(stats),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _member(websocket: WebSocket, conns: set[WebSocket]) -> None:
+    """A joined receiver of the peers' apps: in ``conns`` until it disconnects."""
+    conns.add(websocket)
+    await websocket.send_text('{"type":"joined"}')
+    try:
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+    finally:
+        conns.discard(websocket)
 
 
 def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
@@ -87,14 +115,7 @@ def asgi_rt_rooms_app(backend: str, room: str) -> Starlette:
         async with rooms:
             yield
 
-    return Starlette(
-        routes=[
-            WebSocketRoute("/ws", receiver),
-            WebSocketRoute("/pub", publisher),
-            _stats_route(stats),
-        ],
-        lifespan=lifespan,
-    )
+    return _rooms_app(receiver, publisher, stats, lifespan)
 
 
 def socketio_redis_app(url: str) -> ASGIApp:
@@ -132,13 +153,7 @@ def handrolled_redis_app(url: str, room: str) -> Starlette:
     async def receiver(websocket: WebSocket) -> None:
         await websocket.accept()
         await subscribed.wait()
-        conns.add(websocket)
-        await websocket.send_text('{"type":"joined"}')
-        try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass
-        finally:
-            conns.discard(websocket)
+        await _member(websocket, conns)
 
     publisher = counters.publisher(lambda text: client.publish(channel, text))
 
@@ -154,14 +169,7 @@ def handrolled_redis_app(url: str, room: str) -> Starlette:
             task.cancel()
             await client.aclose()
 
-    return Starlette(
-        routes=[
-            WebSocketRoute("/ws", receiver),
-            WebSocketRoute("/pub", publisher),
-            _stats_route(stats),
-        ],
-        lifespan=lifespan,
-    )
+    return _rooms_app(receiver, publisher, stats, lifespan)
 
 
 def broadcaster_redis_app(url: str, room: str) -> Starlette:
@@ -187,14 +195,8 @@ def broadcaster_redis_app(url: str, room: str) -> Starlette:
         async with anyio.create_task_group() as tg:
             tg.start_soon(forward, websocket, joined)
             await joined.wait()
-            conns.add(websocket)
-            await websocket.send_text('{"type":"joined"}')
-            try:
-                while (await websocket.receive())["type"] != "websocket.disconnect":
-                    pass
-            finally:
-                conns.discard(websocket)
-                tg.cancel_scope.cancel()
+            await _member(websocket, conns)
+            tg.cancel_scope.cancel()
 
     publisher = counters.publisher(lambda text: broadcast.publish(room, text))
 
@@ -209,14 +211,7 @@ def broadcaster_redis_app(url: str, room: str) -> Starlette:
         async with broadcast, broadcast.subscribe(room), broadcast.subscribe(f"{room}:rearm"):
             yield
 
-    return Starlette(
-        routes=[
-            WebSocketRoute("/ws", receiver),
-            WebSocketRoute("/pub", publisher),
-            _stats_route(stats),
-        ],
-        lifespan=lifespan,
-    )
+    return _rooms_app(receiver, publisher, stats, lifespan)
 
 
 def make_app() -> ASGIApp:
