@@ -109,3 +109,29 @@ def test_nats_reply_of_a_publish_cut_and_retried_with_its_key(
         _passed(asyncio.run(run(workers, fault, "nats proxy: publish cut, retried with key")))
     finally:
         workers.stop()
+
+
+def test_nats_publish_whose_position_read_fails_says_not_applied(nats_proxy: FaultProxy) -> None:
+    """A publish to a room this process has not numbered yet reads the room's last message
+    first; when that read fails (a partition the listener has not noticed yet), nothing was
+    stored, so the publisher must hear ``PublishNotApplied`` (safe to retry), never a bare
+    ``BackendUnavailable`` that says neither (seen once in the partition scenario above)."""
+    from asgi_rt.backends.nats import NatsBackend
+    from asgi_rt.exceptions import PublishNotApplied
+
+    async def scenario() -> BaseException | None:
+        url = f"nats://127.0.0.1:{nats_proxy.port}"
+        async with NatsBackend(url, prefix="unread", publish_timeout=0.5) as backend:
+            await backend.publish("warm", b"x")  # streams exist, the listener is up
+            nats_proxy.set_mode("blackhole")
+            try:
+                await backend.publish("never-read", b"y")
+            except Exception as exc:
+                return exc
+            finally:
+                nats_proxy.set_mode("pass")
+        return None
+
+    error = asyncio.run(scenario())
+    assert isinstance(error, PublishNotApplied), f"the publisher was told {error!r}"
+    assert "not applied" in str(error)

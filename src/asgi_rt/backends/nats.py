@@ -184,7 +184,14 @@ class NatsBackend:
         if not self.listener_up:
             raise PublishNotApplied(f"{what} was not applied: not connected to NATS")
         async with self._one_at_a_time(channel):  # no numbering conflicts with ourselves
-            return await self._publish_numbered(channel, data, idempotency_key, what)
+            try:
+                return await self._publish_numbered(channel, data, idempotency_key, what)
+            except (PublishNotApplied, PublishOutcomeUnknown):
+                raise
+            except BackendUnavailable as exc:
+                # reading the room's position or re-creating the streams failed: both come
+                # before anything is stored (a refused store raises the subclasses above)
+                raise PublishNotApplied(f"{what} was not applied: {exc}") from exc
 
     async def _publish_numbered(
         self, channel: str, data: bytes, key: str | None, what: str
