@@ -27,8 +27,12 @@ from .._server import RunningServer
 
 pytestmark = pytest.mark.server
 
-THRESHOLD = 0.2  # fast echoes stay far below it even on a loaded machine
+# The slow frame's processing is a real duration (the feature is about wall time), and it
+# always exceeds THRESHOLD. No assertion depends on how fast the other frames are: the
+# no-span test uses FAR, which no echo reaches, so a loaded machine cannot flip a result.
+THRESHOLD = 0.2
 SLOW = 0.35
+FAR = 60.0
 
 
 async def handler(websocket: WebSocket) -> None:
@@ -36,7 +40,7 @@ async def handler(websocket: WebSocket) -> None:
     await websocket.accept()
     async for text in websocket.iter_text():
         if text == "slow":
-            await anyio.sleep(SLOW)  # the slow processing under test, not a wait for an event
+            await anyio.sleep(SLOW)  # the stimulus: processing that lasts SLOW seconds
             await websocket.send_text("part")
         await websocket.send_text(text)
 
@@ -77,7 +81,7 @@ def test_a_slow_unsampled_frame_gets_one_backdated_span(exporter: InMemorySpanEx
     server = serve(exporter, frame_sample_ratio=0.0, slow_frame_seconds=THRESHOLD)
     try:
         sent_at = time.time_ns()
-        session(server, exporter, ["a", "slow", "b"])
+        session(server, exporter, ["slow"])
     finally:
         server.stop()
     (span,) = receives(exporter)
@@ -94,10 +98,10 @@ def test_a_slow_unsampled_frame_gets_one_backdated_span(exporter: InMemorySpanEx
     assert not [s for s in exporter.get_finished_spans() if s.kind == SpanKind.PRODUCER]
 
 
-def test_fast_frames_get_no_span(exporter: InMemorySpanExporter) -> None:
-    server = serve(exporter, frame_sample_ratio=0.0, slow_frame_seconds=THRESHOLD)
+def test_frames_under_the_threshold_get_no_span(exporter: InMemorySpanExporter) -> None:
+    server = serve(exporter, frame_sample_ratio=0.0, slow_frame_seconds=FAR)
     try:
-        session(server, exporter, ["a", "b", "c"])
+        session(server, exporter, ["a", "slow", "c"])
     finally:
         server.stop()
     assert receives(exporter) == []
