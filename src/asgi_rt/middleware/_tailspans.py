@@ -15,7 +15,7 @@ import time
 
 from opentelemetry.trace import Link, SpanKind, Tracer
 
-from ._tracing import SIZE_ATTRIBUTE
+from ._tracing import start_frame_span
 
 __all__ = ["SLOW_SAMPLED", "SlowFrameTracer", "check_slow_frame_seconds"]
 
@@ -53,18 +53,10 @@ class SlowFrameTracer:
         if elapsed <= self.threshold:
             return
         end = time.time_ns()
-        attributes: dict[str, str | int] = {
-            "http.route": route,
-            SIZE_ATTRIBUTE: size,
-            "asgi_rt.frame.sends": sends,
-            "asgi_rt.frame.sent_bytes": sent,
-            **SLOW_SAMPLED,
-        }
-        span = self.tracer.start_span(
-            f"WS {route} receive",
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=None if link is None else [link],
-            start_time=end - int(elapsed * 1e9),
-        )
+        extra: dict[str, str | int] = {
+            "asgi_rt.frame.sends": sends, "asgi_rt.frame.sent_bytes": sent, **SLOW_SAMPLED,
+        }  # fmt: skip
+        span = start_frame_span(self.tracer, f"WS {route} receive", SpanKind.CONSUMER, route,
+                                size, link, start_time=end - int(elapsed * 1e9),
+                                extra=extra)  # fmt: skip
         span.end(end_time=end)

@@ -80,13 +80,19 @@ def _never() -> bool:
 
 def start_frame_span(
     tracer: Tracer, name: str, kind: SpanKind, route: str, size: int, link: Link | None,
-    parent: Context | None = None,
+    parent: Context | None = None, *, start_time: int | None = None,
+    extra: dict[str, str | int] | None = None,
 ) -> Span:  # fmt: skip
+    """A frame's span; ``start_time`` (ns) backdates it, ``extra`` adds attributes (both
+    for the tail-sampled spans of :mod:`._tailspans`)."""
     # The route and protocol are on the linked handshake span; every attribute here costs
     # the SDK a validation and a copy per frame.
     attributes: dict[str, str | int] = {"http.route": route, SIZE_ATTRIBUTE: size}
+    if extra:
+        attributes.update(extra)
     links = None if link is None else [link]
-    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links)
+    return tracer.start_span(name, context=parent, kind=kind, attributes=attributes, links=links,
+                             start_time=start_time)  # fmt: skip
 
 
 def exemplar_of(span: Span | None) -> dict[str, str] | None:
