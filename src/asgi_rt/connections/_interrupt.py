@@ -37,7 +37,7 @@ class Interruptible:
             return await self._wait_in_scope(receive)
         task = self._task = asyncio.current_task()
         try:
-            return await receive()
+            result = await receive()
         except asyncio.CancelledError:
             if not self._interrupted or task is None:
                 raise
@@ -47,6 +47,24 @@ class Interruptible:
             return INTERRUPTED
         finally:
             self._task = None
+        if self._interrupted and task is not None:
+            await self._take_back(task)
+        return result
+
+    async def _take_back(self, task: asyncio.Task[Any]) -> None:
+        """The receive returned although we cancelled it: it was already done (the cancel
+        is still pending) or code under it swallowed the cancel (websockets' legacy close
+        does, while it waits for the peer). Either way take the cancel back, or it would
+        hit whatever the task awaits next (a task group's exit, say)."""
+        self._interrupted = False
+        try:
+            await asyncio.sleep(0)  # a pending cancel is delivered here, and nowhere else
+        except asyncio.CancelledError:
+            if task.uncancel() > 0:  # someone else cancelled this task too
+                raise
+            return
+        if task.uncancel() > 0:  # a real cancel arrived with ours and was swallowed too
+            raise asyncio.CancelledError
 
     def interrupt(self) -> None:
         """End the pending wait, if there is one (from another task)."""
