@@ -28,6 +28,7 @@ class ManagerOptions(TypedDict, total=False):
     max_json_depth: int
     close_timeout: float
     inline_send: bool | None
+    direct_send: bool
     dumps: Dumps
     metrics: Metrics | None
     heartbeat: Heartbeat | None

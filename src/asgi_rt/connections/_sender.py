@@ -23,6 +23,7 @@ import anyio
 from anyio.abc import TaskGroup
 from starlette.types import Message
 
+from .._sendseam import SendSeam
 from . import _inline
 from ._settings import ConnectionSettings
 from .backpressure import Outbox, Pushed
@@ -58,6 +59,8 @@ class Sender:
         "_on_closed",
         "_outbox",
         "_pending",
+        "_pending_frame",
+        "_seam",
         "_send",
         "_send_control",
         "_send_scope",
@@ -78,8 +81,9 @@ class Sender:
         *,
         inline: bool,
         on_closed: Callable[[], None],
+        seam: SendSeam | None = None,
     ) -> None:
-        self._send = send  # data frames
+        self._send = send  # data frames (with a seam: its send, below asgi_rt's middleware)
         self._send_control = send_control  # the close frame, through Starlette's bookkeeping
         self._settings = settings
         self._stats = stats
@@ -92,6 +96,10 @@ class Sender:
         )
         self._busy = False
         self._pending: _inline.Resume | None = None
+        self._pending_frame: tuple[Message, int, float] | None = None  # with a seam only
+        self._seam = seam
+        if seam is not None:
+            seam.on_revoke(self._revoked)
         self._close: _CloseRequest | None = None
         self._close_sent = False
         self._send_scope: anyio.CancelScope | None = None
@@ -146,11 +154,15 @@ class Sender:
             yielded = coro.send(None)
         except StopIteration:
             self._stats.sent += 1
+            if self._seam is not None:
+                self._direct_sent(message, size, 0.0)
             return True
         except Exception as exc:
             self._send_failed(exc)
             return False
         self._pending = _inline.Resume(coro, yielded)
+        if self._seam is not None:
+            self._pending_frame = (message, size, time.perf_counter())
         self._busy = True
         self._start_writer()
         return True
@@ -236,6 +248,7 @@ class Sender:
         if self._pending is not None:
             self._pending.close()
             self._pending = None
+            self._pending_frame = None
         self._stats.discarded_on_close += self._outbox.clear()
         if self._closed_event is not None:
             self._closed_event.set()
@@ -247,13 +260,20 @@ class Sender:
             pending, self._pending = self._pending, None
             if not await self._await_send(pending):
                 return
+            if self._pending_frame is not None:
+                frame, size, started = self._pending_frame
+                self._pending_frame = None
+                self._direct_sent(frame, size, time.perf_counter() - started)
         while self._close is None or self._close.drain:
             message = self._outbox.pop()
             if message is None:
                 self._flushed()
                 return
+            started = time.perf_counter()
             if not await self._await_send(self._send(message)):
                 return
+            if self._seam is not None:
+                self._direct_sent(message, None, time.perf_counter() - started)
             if self._settings.queue_wait is not None:
                 self._settings.queue_wait.observe(time.perf_counter() - self._outbox.last_queued_at)
 
@@ -297,8 +317,32 @@ class Sender:
         self.request_close(1013, "slow consumer", drain=False)
         return False
 
+    def _direct_sent(self, message: Message, size: int | None, seconds: float) -> None:
+        """Tell the seam's listener (telemetry) of a data frame it did not see go by."""
+        assert self._seam is not None  # callers check; keeps mypy's narrowing
+        report = self._seam.report
+        if report is None:
+            return
+        text = message.get("text")
+        if size is None:
+            size = frame_size(message)
+        report.direct_sent(size, text is not None, seconds)
+
+    def _revoked(self) -> None:
+        """The seam was revoked (a middleware is closing the socket): send nothing more."""
+        self.peer_gone = True  # the middleware sends the close frame, not us
+        self.request_close(1008, "revoked", drain=False)
+
     def _send_failed(self, exc: Exception) -> None:
         logger.debug("send failed, peer gone: %r", exc)
         self._stats.send_errors += 1
         self.peer_gone = True
         self.request_close(1006, "send failed", drain=False)
+
+
+def frame_size(message: Message) -> int:
+    """Payload bytes of a ``websocket.send`` message."""
+    text = message.get("text")
+    if text is not None:
+        return len(text) if text.isascii() else len(text.encode())
+    return len(message.get("bytes") or b"")

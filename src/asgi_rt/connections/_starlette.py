@@ -17,10 +17,11 @@ from typing import cast
 from starlette.types import Message
 from starlette.websockets import WebSocket
 
+from .._sendseam import SendSeam, seam_of
 from ._sender import SendCoroutine
 from ._transport import DataTransport, Transport
 
-__all__ = ["data_receive", "data_send"]
+__all__ = ["data_receive", "data_send", "send_seam"]
 
 
 def data_send(transport: Transport) -> SendCoroutine:
@@ -39,3 +40,10 @@ def data_receive(transport: Transport) -> Callable[[], Awaitable[Message]]:
     if isinstance(transport, WebSocket):
         return transport._receive  # Starlette private: the ASGI receive
     return transport.receive
+
+
+def send_seam(transport: Transport) -> SendSeam | None:
+    """The seam asgi_rt's outermost middleware installed under a WebSocket, if any."""
+    if isinstance(transport, WebSocket):
+        return seam_of(transport.scope)
+    return None

@@ -31,7 +31,7 @@ from ._inbound import (
 from ._interrupt import INTERRUPTED, Interruptible
 from ._requests import PendingRequests
 from ._settings import ConnectionSettings
-from ._starlette import data_receive, data_send
+from ._starlette import data_receive, data_send, send_seam
 from ._transport import DataTransport, Transport
 from .heartbeat import is_pong
 from .ratelimit import TokenBucket
@@ -79,6 +79,7 @@ class Connection:
         stats: ManagerStats,
         inline: bool,
         on_asyncio: bool,
+        direct: bool = False,
     ) -> None:
         self.id = id
         self.meta = meta
@@ -95,13 +96,15 @@ class Connection:
         self.last_seen = time.monotonic()  # the last inbound frame (heartbeat, idle timeout)
         self.ping_sent_at: float | None = None
         self._requests: PendingRequests | None = None  # made by the first request()
+        seam = send_seam(websocket) if direct else None
         self._sender = _sender.Sender(
-            data_send(websocket),
+            data_send(websocket) if seam is None else seam.send,
             websocket.send,
             settings,
             stats,
             inline=inline,
             on_closed=self._cancel_receive,
+            seam=seam,
         )
 
     def __repr__(self) -> str:

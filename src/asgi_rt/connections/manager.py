@@ -66,6 +66,14 @@ class ConnectionManager(ConnectionRegistry):
         close_timeout: seconds to wait for a close frame to be written.
         inline_send: write frames from the caller's task when they do not block.
             ``None`` (default) enables it under asyncio and not under trio.
+        direct_send: write data frames below asgi_rt's middleware (with the ``send`` the
+            outermost of ``TelemetryMiddleware``/``FirstMessageAuthMiddleware`` was given)
+            instead of through every middleware's ``send`` wrapper; telemetry still counts
+            each frame (count, size; a send that completed at once is observed as 0 s) and
+            auth still stops frames the moment it closes a socket. Off by default: a
+            ``send``-wrapping middleware of your own *inside* asgi_rt's outermost one
+            would not see data frames (accept and close still pass through it). No effect
+            without those middlewares, nor on SSE subscribers.
         dumps: JSON encoder for dict/list payloads (called once per broadcast). The default
             refuses what is not standard JSON (``NaN``, ``Infinity``, lone surrogates) with
             a ``ValueError`` at the caller; a replacement must produce standard JSON too.
@@ -99,6 +107,7 @@ class ConnectionManager(ConnectionRegistry):
         max_json_depth: int = DEFAULT_MAX_DEPTH,
         close_timeout: float = 2.0,
         inline_send: bool | None = None,
+        direct_send: bool = False,
         dumps: Dumps = compact_dumps,
         metrics: Metrics | None = None,
         heartbeat: Heartbeat | None = None,
@@ -124,6 +133,9 @@ class ConnectionManager(ConnectionRegistry):
         self._background = Background()
         self._running = False
         self._inline_send = inline_send
+        if not isinstance(direct_send, bool):
+            raise TypeError(f"direct_send must be a bool, got {direct_send!r}")
+        self._direct_send = direct_send
         self._metrics = metrics
         if metrics is not None:
             metrics.watch(self)
@@ -301,7 +313,7 @@ class ConnectionManager(ConnectionRegistry):
     def _register(self, websocket: Transport, conn_id: str, meta: dict[str, Any]) -> Connection:
         conn = Connection(
             websocket, id=conn_id, meta=meta, settings=self._settings, stats=self._stats,
-            inline=self._use_inline(), on_asyncio=on_asyncio(),
+            inline=self._use_inline(), on_asyncio=on_asyncio(), direct=self._direct_send,
         )  # fmt: skip
         self._add(conn)
         return conn

@@ -14,6 +14,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._json import loads
+from .._sendseam import install
 from ._tokens import Authenticated, AuthInfo
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class AuthSession:
     ) -> None:
         self.mw, self.scope = mw, scope
         self._receive, self._send = receive, send
+        self._seam = install(scope, send)  # revoked before we close: no direct frame after
         self._connect_pending = False
         self._absorb_accept = False
         self._deadline: float | None = None
@@ -172,6 +174,7 @@ class AuthSession:
 
     async def _fail(self, reason: str) -> bool:
         self._ended = True
+        self._seam.revoke()
         self.mw.failed(reason, self.scope)
         code, text = REASONS[reason]
         try:

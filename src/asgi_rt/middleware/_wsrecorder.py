@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._sendseam import install
 from ..metrics import close_code_label
 from ._tracing import SIZE_ATTRIBUTE, exemplar_of, route_of, start_frame_span
 
@@ -66,6 +67,7 @@ class WebSocketRecorder:
 
     async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
         self._receive, self._send = receive, send
+        self.seam = install(self.scope, send)
         try:
             await app(self.scope, self.receive, self.send)
         except BaseException:
@@ -111,6 +113,16 @@ class WebSocketRecorder:
             self.counts[3] += size
             if span is not None:
                 span.end()
+
+    def direct_sent(self, size: int, text: bool, seconds: float) -> None:
+        """A data frame the manager wrote below the middleware (``direct_send``): the same
+        metrics and totals as :meth:`send`; no send span or event."""
+        (self.out_text if text else self.out_binary).inc()
+        self.size_out.observe(size)
+        self.send_duration.observe(seconds)
+        counts = self.counts
+        counts[1] += 1
+        counts[3] += size
 
     def _frame_in(self, message: Message) -> None:
         now = perf_counter()
@@ -222,6 +234,7 @@ class WebSocketRecorder:
         self.size_out = m.message_size.labels(route, "out")
         self.processing = m.message_processing.labels(route)
         self.send_duration = m.send_duration.labels(route)
+        self.seam.report_to(self)
 
     def _finish(self) -> None:
         if self.received_at is not None:

@@ -1,0 +1,82 @@
+"""The send seam: where a manager may write data frames below asgi_rt's middleware.
+
+Every data frame to every receiver otherwise crosses each middleware's ``send`` wrapper,
+which is most of what a production stack costs on fan-out (``bench/RESULTS.md``). With
+``ConnectionManager(direct_send=True)`` the manager writes data frames with the ``send``
+the *outermost* asgi_rt middleware was given, and tells the seam of each frame, so:
+
+- the outermost asgi_rt middleware of a WebSocket scope installs the seam
+  (:func:`install`), holding the ``send`` it received; inner ones find it;
+- :class:`~asgi_rt.TelemetryMiddleware` subscribes with :meth:`SendSeam.report_to` and
+  counts those frames exactly (count, sizes, per-connection totals);
+- :class:`~asgi_rt.FirstMessageAuthMiddleware` :meth:`~SendSeam.revoke` s it before it
+  closes a socket (token expired, failed refresh): the manager then sends nothing more;
+- control frames (accept, close) always take the whole chain.
+
+A user's own middleware that wraps ``send`` *inside* asgi_rt's outermost one does not see
+direct data frames; that is why the option is off by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from starlette.types import Message, Scope, Send
+
+__all__ = ["EXTENSION", "FrameReport", "SendSeam", "install", "seam_of"]
+
+EXTENSION = "asgi_rt.send_seam"  # the key in scope["extensions"]
+
+
+class FrameReport(Protocol):
+    """Told of each data frame written through the seam (TelemetryMiddleware's recorder)."""
+
+    def direct_sent(self, size: int, text: bool, seconds: float) -> None: ...
+
+
+class SendSeam:
+    """One WebSocket connection's seam. Attributes are read by the manager per frame."""
+
+    __slots__ = ("_on_revoke", "open", "report", "send")
+
+    def __init__(self, send: Send) -> None:
+        self.send: Callable[[Message], Coroutine[Any, Any, None]] = send  # type: ignore[assignment]
+        self.report: FrameReport | None = None
+        self.open = True
+        self._on_revoke: Callable[[], None] | None = None
+
+    def report_to(self, report: FrameReport) -> None:
+        """Have ``report`` told of every frame written through the seam from now on."""
+        self.report = report
+
+    def on_revoke(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the seam is revoked; at once if it already is."""
+        if not self.open:
+            callback()
+            return
+        self._on_revoke = callback
+
+    def revoke(self) -> None:
+        """No data frame may be written through the seam any more (the socket is closing)."""
+        if not self.open:
+            return
+        self.open = False
+        callback, self._on_revoke = self._on_revoke, None
+        if callback is not None:
+            callback()
+
+
+def install(scope: Scope, send: Send) -> SendSeam:
+    """The scope's seam; installed with ``send`` if no asgi_rt middleware did so before."""
+    seam = seam_of(scope)
+    if seam is None:
+        seam = SendSeam(send)
+        scope["extensions"] = {**(scope.get("extensions") or {}), EXTENSION: seam}
+    return seam
+
+
+def seam_of(scope: Scope) -> SendSeam | None:
+    extensions = scope.get("extensions")
+    seam = extensions.get(EXTENSION) if extensions else None
+    return seam if isinstance(seam, SendSeam) else None

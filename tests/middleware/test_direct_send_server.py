@@ -1,0 +1,281 @@
+"""``ConnectionManager(direct_send=True)`` behind the production middleware, on a real
+uvicorn: data frames skip the middleware's ``send`` wrappers, yet what the operator and the
+client see is the same (every frame on the wire once and in order, the same /metrics), and
+an auth close still stops every frame at once. One difference is documented and pinned:
+a ``send``-wrapping middleware of the user's own, inside asgi_rt's, sees no data frames."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from asgi_rt import (
+    Authenticated,
+    ConnectionManager,
+    FirstMessageAuthMiddleware,
+    Metrics,
+    TelemetryMiddleware,
+)
+from asgi_rt._sendseam import SendSeam, install, seam_of
+
+from .._rawclient import RawClient
+from .._server import RunningServer, wait_for
+
+pytestmark = pytest.mark.server
+
+# What the server broadcasts when a client asks: text, non-ASCII text, binary, JSON.
+PAYLOADS: list[Any] = ["a", "é" * 10, b"\x00\x01\x02", {"k": "v" * 300}, "z" * 70_000]
+
+
+class UserCounter:
+    """A user's own send-wrapping middleware (inside asgi_rt's): counts data frames."""
+
+    def __init__(self, app: ASGIApp, tally: Counter[str]) -> None:
+        self.app, self.tally = app, tally
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def counting(message: Message) -> None:
+            if message["type"] == "websocket.send":
+                self.tally["data_frames"] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+class Stack:
+    """Telemetry > FirstMessageAuth > UserCounter > Starlette, with a ConnectionManager.
+
+    A client sends ``go`` for one broadcast of PAYLOADS; with ``ticks`` the lifespan
+    broadcasts an increasing counter every few ms for as long as the server runs."""
+
+    def __init__(self, *, direct: bool, expiry: float | None = None, ticks: bool = False):
+        self.manager = ConnectionManager(direct_send=direct)
+        self.registry = CollectorRegistry()
+        self.exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.auth_stats: Counter[str] = Counter()
+        manager = self.manager
+
+        async def endpoint(websocket: WebSocket) -> None:
+            async with manager.connect(websocket) as conn:
+                async for text in conn.iter_text():
+                    if text == "go":
+                        for payload in PAYLOADS:
+                            await manager.broadcast(payload)
+
+        async def authenticate(token: str) -> Any:
+            if expiry is not None:
+                return Authenticated(token, time.time() + expiry)
+            return token
+
+        @asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            async with manager, anyio.create_task_group() as tg:
+                if ticks:
+                    tg.start_soon(self._tick)
+                yield
+                tg.cancel_scope.cancel()
+
+        self.user_tally: Counter[str] = Counter()
+        self.app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan,
+                             middleware=[
+            Middleware(TelemetryMiddleware, metrics=Metrics(self.registry),  # outermost
+                       tracer_provider=provider, loop_lag=False),
+            Middleware(FirstMessageAuthMiddleware, authenticate=authenticate,
+                       stats=self.auth_stats),
+            Middleware(UserCounter, tally=self.user_tally),
+        ])  # fmt: skip
+
+    async def _tick(self) -> None:
+        n = 0
+        while True:
+            n += 1
+            await self.manager.broadcast(str(n))
+            await anyio.sleep(0.005)  # the stimulus: a steady stream, not a measured pace
+
+    def metrics(self) -> dict[str, float]:
+        """The outbound samples of /metrics for the route, by sample name and labels."""
+        text = generate_latest(self.registry).decode()
+        wanted = re.compile(
+            r"^(asgi_rt_(?:messages_total|message_size_bytes_\w+|send_duration_seconds_count))"
+            r"\{([^}]*)\} (\S+)$"
+        )
+        found = {}
+        for line in text.splitlines():
+            match = wanted.match(line)
+            if match and 'direction="in"' not in match[2]:
+                found[f"{match[1]}{{{match[2]}}}"] = float(match[3])
+        return found
+
+
+def login(server: RunningServer, token: str = "ada") -> RawClient:
+    client = RawClient(server.port, rcvbuf=None)
+    assert client.status == 101
+    client.send_text(json.dumps({"type": "auth", "token": token}))
+    assert client.next_frame() == (0x1, b'{"type":"auth_ok"}')
+    return client
+
+
+def expected_frames() -> list[tuple[int, bytes]]:
+    frames = []
+    for payload in PAYLOADS:
+        if isinstance(payload, bytes):
+            frames.append((0x2, payload))
+        elif isinstance(payload, str):
+            frames.append((0x1, payload.encode()))
+        else:
+            frames.append((0x1, json.dumps(payload, separators=(",", ":")).encode()))
+    return frames
+
+
+def run_broadcast(stack: Stack, serve: Callable[..., RunningServer], ws: str) -> None:
+    server = serve(stack.app, ws=ws, lifespan="on")
+    clients = [login(server) for _ in range(3)]
+    wait_for(lambda: len(stack.manager) == 3, what="three members")
+    clients[0].send_text("go")
+    for client in clients:  # every frame once, in order, byte for byte
+        assert [client.next_frame() for _ in PAYLOADS] == expected_frames()
+    for client in clients:
+        client.send_frame(0x8, struct.pack("!H", 1000))
+        assert client.read_frames()[-1][0] == 0x8
+        client.close()
+    wait_for(lambda: len(stack.manager) == 0, what="all released")
+    wait_for(lambda: sum(s.name == "WS /ws close" for s in stack.exporter.get_finished_spans())
+             == 3, what="three close records")  # fmt: skip
+
+
+@pytest.mark.parametrize("ws", ["websockets", "wsproto"])
+def test_direct_frames_reach_everyone_and_metrics_match_the_wrapped_path(
+    serve: Callable[..., RunningServer], ws: str
+) -> None:
+    wrapped, direct = Stack(direct=False), Stack(direct=True)
+    run_broadcast(wrapped, serve, ws)
+    run_broadcast(direct, serve, ws)
+
+    assert direct.metrics() == wrapped.metrics()
+    out = direct.metrics()
+    # 3 clients x (auth_ok + the broadcasts): 4 text and 1 binary broadcast each
+    assert out['asgi_rt_messages_total{direction="out",route="/ws",type="text"}'] == 3 * 5
+    assert out['asgi_rt_messages_total{direction="out",route="/ws",type="binary"}'] == 3
+    sizes = [len(f[1]) for f in expected_frames()] + [len(b'{"type":"auth_ok"}')]
+    assert out['asgi_rt_message_size_bytes_sum{direction="out",route="/ws"}'] == 3 * sum(sizes)
+    assert out['asgi_rt_send_duration_seconds_count{route="/ws"}'] == 3 * 6
+    for stack in (wrapped, direct):  # each close record counts what its client got
+        closes = [s for s in stack.exporter.get_finished_spans() if s.name == "WS /ws close"]
+        assert all(s.attributes is not None for s in closes)
+        assert [s.attributes["websocket.messages.sent"] for s in closes if s.attributes] == [6] * 3
+        assert {s.attributes["websocket.bytes.sent"] for s in closes if s.attributes} == {
+            sum(sizes)
+        }
+    # the trade-off the option documents: a send wrapper inside asgi_rt's sees no data frame
+    assert wrapped.user_tally["data_frames"] == 3 * len(PAYLOADS)
+    assert direct.user_tally["data_frames"] == 0
+
+
+def read_until_close(client: RawClient) -> tuple[list[int], tuple[int, str], bytes]:
+    """The ticks before the close, the close (code, reason), and anything after it."""
+    ticks, close = [], None
+    while close is None:
+        frame = client.next_frame(timeout=20)
+        assert frame is not None, "the connection ended without a close frame"
+        opcode, payload = frame
+        if opcode == 0x8:
+            close = (struct.unpack("!H", payload[:2])[0], payload[2:].decode())
+        else:
+            assert opcode == 0x1
+            ticks.append(int(payload))
+    client.send_frame(0x8, struct.pack("!H", close[0]))  # answer, so the server ends TCP
+    after = b""
+    while (frame := client.next_frame(timeout=20)) is not None:
+        after += bytes([frame[0]]) + frame[1]
+    assert client.eof, "the server did not end the connection after the close handshake"
+    return ticks, close, after
+
+
+@pytest.mark.parametrize("ws", ["websockets", "wsproto"])
+def test_token_expiry_stops_direct_frames_before_the_close(
+    serve: Callable[..., RunningServer], ws: str
+) -> None:
+    stack = Stack(direct=True, expiry=0.5, ticks=True)
+    server = serve(stack.app, ws=ws, lifespan="on")
+    client = login(server)
+    ticks, close, after = read_until_close(client)
+    assert close == (1008, "token expired")
+    assert after == b""
+    assert ticks and ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # none skipped
+    wait_for(lambda: len(stack.manager) == 0, what="the member released")
+    stats = stack.manager.stats()
+    assert stats.send_errors == 0, "a frame was written after auth closed the socket"
+    assert stack.auth_stats == Counter(expired=1)
+    client.close()
+
+
+def test_a_refresh_to_another_principal_stops_direct_frames(
+    serve: Callable[..., RunningServer],
+) -> None:
+    stack = Stack(direct=True, expiry=60.0, ticks=True)
+    server = serve(stack.app, ws="websockets", lifespan="on")
+    client = login(server, "ada")
+    assert client.next_frame() is not None  # ticks are flowing to ada
+    client.send_text(json.dumps({"type": "auth", "token": "grace"}))
+    _ticks, close, after = read_until_close(client)
+    assert close == (1008, "principal changed")
+    assert after == b""
+    wait_for(lambda: len(stack.manager) == 0, what="the member released")
+    assert stack.manager.stats().send_errors == 0
+    client.close()
+
+
+# the seam on its own: generated orders of install, subscription and revocation ----------
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["install", "on_revoke", "revoke"]), max_size=10))
+def test_a_seam_tells_its_latest_subscriber_of_the_revocation_once(steps: list[str]) -> None:
+    """Whoever installs first makes the scope's one seam (the server's extensions kept); a
+    subscriber registered before the first revoke is told then (the latest one only: a
+    connection has one sender), one registered after is told at once; nobody twice."""
+    scope: dict[str, Any] = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
+
+    async def send(message: Message) -> None:
+        """The server's send (never called here)."""
+
+    told: list[int] = []
+    seams = set()
+    for index, step in enumerate(steps):
+        seam = install(scope, send)
+        seams.add(id(seam))
+        if step == "on_revoke":
+            seam.on_revoke(lambda index=index: told.append(index))  # type: ignore[misc]
+        elif step == "revoke":
+            seam.revoke()
+    first_revoke = steps.index("revoke") if "revoke" in steps else len(steps)
+    before = [i for i, step in enumerate(steps[:first_revoke]) if step == "on_revoke"]
+    after = [i for i, step in enumerate(steps) if step == "on_revoke" and i > first_revoke]
+    expected = after if not before or first_revoke == len(steps) else [before[-1], *after]
+    assert told == expected
+    assert len(seams) == (1 if steps else 0)
+    if steps:
+        assert isinstance(seam_of(scope), SendSeam)
+        assert scope["extensions"]["websocket.http.response"] == {}
