@@ -6,6 +6,9 @@ start-up and the handshake cancel out. Instruction counts repeat under load, unl
 fan-out timings on a shared machine: use them to decide a per-frame change, then
 confirm with ``bench.fanout``. The app accepts, sends N 100 B text frames to a downstream
 send that completes at once (a healthy peer's inline path), and returns; no sockets.
+``telemetry_direct`` sends as ``ConnectionManager(direct_send=True)`` does on that path:
+with the send seam's ``send`` (below the middleware), then adding the frame to the
+connection's tally (what telemetry reads at scrape time).
 """
 
 from __future__ import annotations
@@ -22,25 +25,35 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Message, Receive, Scope, Send
 
 from asgi_rt import TelemetryMiddleware
+from asgi_rt._sendseam import seam_of
 
-VARIANTS = ("bare", "telemetry")
+VARIANTS = ("bare", "telemetry", "telemetry_direct")
 _COUNTS = (1_000, 11_000)
 
 
-def _app(frames: int) -> object:
+def _app(frames: int, direct: bool) -> object:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await receive()
         await send({"type": "websocket.accept"})
         message = {"type": "websocket.send", "text": "x" * 100}
+        seam = seam_of(scope) if direct else None
+        if seam is None:
+            for _ in range(frames):
+                await send(message)
+            return
         for _ in range(frames):
-            await send(message)
+            await seam.send(message)
+            if seam.tally is not None:  # in-process metrics: counted in bulk
+                seam.tally.add(100, "text" in message)
+            elif seam.report is not None:
+                seam.report.direct_sent(100, True, 0.0)
 
     return app
 
 
 async def _drive(variant: str, frames: int) -> None:
-    app = _app(frames)
-    if variant == "telemetry":
+    app = _app(frames, direct=variant == "telemetry_direct")
+    if variant.startswith("telemetry"):
         app = TelemetryMiddleware(app, registry=CollectorRegistry(),  # type: ignore[arg-type]
                                   frame_sample_ratio=0.01, loop_lag=False)  # fmt: skip
     scope = {"type": "websocket", "path": "/ws", "headers": [], "scheme": "ws"}
@@ -80,10 +93,10 @@ def main() -> None:
         low, high = (_instructions(variant, n) for n in _COUNTS)
         per_frame[variant] = (high - low) / (_COUNTS[1] - _COUNTS[0])
     base = per_frame.get("bare")
-    print("variant      instructions/frame  x bare")
+    print("variant          instructions/frame  x bare")
     for variant, count in per_frame.items():
         ratio = f"{count / base:6.2f}" if base else "     -"
-        print(f"{variant:12} {count:18.0f}  {ratio}")
+        print(f"{variant:16} {count:18.0f}  {ratio}")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,9 @@ class FastFamily:
         self.label_names = tuple(labels)
         self.bounds = bounds
         self.children: dict[tuple[str, ...], Any] = {}
-        self.functions: list[Callable[[], Iterable[tuple[tuple[str, ...], float]]]] = []
+        # read at scrape time and added to the children's values with the same labels:
+        # counters and gauges yield (labels, value), histograms (labels, (counts, sum))
+        self.functions: list[Callable[[], Iterable[tuple[tuple[str, ...], Any]]]] = []
 
     def labels(self, *values: str) -> Any:
         child = self.children.get(values)
@@ -119,23 +121,34 @@ class FastFamily:
             return self._collect_histogram()
         cls = CounterMetricFamily if self.kind == "counter" else GaugeMetricFamily
         family = cls(self.name, self.doc, labels=self.label_names)
-        for values, child in list(self.children.items()):
-            family.add_metric(values, child.value)
+        totals = {values: child.value for values, child in list(self.children.items())}
         for function in self.functions:
             for values, value in function():
-                family.add_metric(values, value)
+                totals[values] = totals.get(values, 0.0) + value
+        for values, value in totals.items():
+            family.add_metric(values, value)
         return family
 
     def _collect_histogram(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.label_names)
         les = [*(floatToGoString(b) for b in self.bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        for values, child in list(self.children.items()):
+        totals: dict[tuple[str, ...], tuple[list[int], float, list[Exemplar | None] | None]] = {
+            values: (list(child.counts), child.sum, child.exemplars)
+            for values, child in list(self.children.items())
+        }
+        for function in self.functions:
+            for values, (counts, total) in function():
+                mine, sum_, exemplars = totals.get(values, ([0] * len(les), 0.0, None))
+                merged = [a + b for a, b in zip(mine, counts, strict=True)]
+                totals[values] = (merged, sum_ + total, exemplars)
+        for values, (counts, sum_, exemplars) in totals.items():
             running, buckets = 0, []
-            exemplars = child.exemplars or [None] * len(les)
-            for le, count, exemplar in zip(les, child.counts, exemplars, strict=True):
+            for le, count, exemplar in zip(
+                les, counts, exemplars or [None] * len(les), strict=True
+            ):
                 running += count
                 buckets.append((le, running, exemplar) if exemplar else (le, running))
-            family.add_metric(values, buckets, child.sum)
+            family.add_metric(values, buckets, sum_)
         return family
 
 

@@ -8,7 +8,9 @@ the *outermost* asgi_rt middleware was given, and tells the seam of each frame, 
 - the outermost asgi_rt middleware of a WebSocket scope installs the seam
   (:func:`install`), holding the ``send`` it received; inner ones find it;
 - :class:`~asgi_rt.TelemetryMiddleware` subscribes with :meth:`SendSeam.report_to` and
-  counts those frames exactly (count, sizes, per-connection totals);
+  counts those frames exactly (count, sizes, per-connection totals): a frame whose send
+  completed at once goes into the connection's :class:`~asgi_rt._directframes.DirectTally`
+  (read at scrape time), one that waited is reported with its duration;
 - :class:`~asgi_rt.FirstMessageAuthMiddleware` :meth:`~SendSeam.revoke` s it before it
   closes a socket (token expired, failed refresh): the manager then sends nothing more;
 - control frames (accept, close) always take the whole chain.
@@ -24,6 +26,8 @@ from typing import Any, Protocol
 
 from starlette.types import Message, Scope, Send
 
+from ._directframes import DirectTally
+
 __all__ = ["EXTENSION", "FrameReport", "SendSeam", "install", "seam_of"]
 
 EXTENSION = "asgi_rt.send_seam"  # the key in scope["extensions"]
@@ -38,17 +42,20 @@ class FrameReport(Protocol):
 class SendSeam:
     """One WebSocket connection's seam. Attributes are read by the manager per frame."""
 
-    __slots__ = ("_on_revoke", "open", "report", "send")
+    __slots__ = ("_on_revoke", "open", "report", "send", "tally")
 
     def __init__(self, send: Send) -> None:
         self.send: Callable[[Message], Coroutine[Any, Any, None]] = send  # type: ignore[assignment]
         self.report: FrameReport | None = None
+        self.tally: DirectTally | None = None
         self.open = True
         self._on_revoke: Callable[[], None] | None = None
 
-    def report_to(self, report: FrameReport) -> None:
-        """Have ``report`` told of every frame written through the seam from now on."""
+    def report_to(self, report: FrameReport, tally: DirectTally | None = None) -> None:
+        """Have ``report`` told of every frame written through the seam from now on;
+        with ``tally``, frames whose send completed at once are added to it instead."""
         self.report = report
+        self.tally = tally
 
     def on_revoke(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the seam is revoked; at once if it already is."""

@@ -16,6 +16,7 @@ import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Scope
 
+from ._directframes import DirectFrames
 from ._exposition import MetricsApp, metrics_app, multiprocess_enabled
 from ._families import CounterFamily, Families, FastFamily, GaugeFamily, HistogramFamily
 from ._samples import (
@@ -183,6 +184,16 @@ class Metrics:
             "asgi_rt_backplane_reconnects_total", "Backplane listener reconnections.", []
         )
         self._managers: weakref.WeakSet[ConnectionManager] = weakref.WeakSet()
+        # ConnectionManager(direct_send=True) frames, counted in bulk (in-process only)
+        self.direct_frames: DirectFrames | None = None
+        if not self.multiprocess:
+            self.direct_frames = direct = DirectFrames(SIZE_BUCKETS, TIME_BUCKETS)
+            for family, read in (
+                (self.messages, direct.messages), (self.message_size, direct.sizes),
+                (self.send_duration, direct.durations),
+            ):  # fmt: skip
+                if isinstance(family, FastFamily):  # always, outside multiprocess mode
+                    family.functions.append(read)
         f.register()
 
     def watch(self, manager: ConnectionManager) -> None:

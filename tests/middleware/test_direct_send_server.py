@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -68,7 +69,10 @@ class Stack:
     A client sends ``go`` for one broadcast of PAYLOADS; with ``ticks`` the lifespan
     broadcasts an increasing counter every few ms for as long as the server runs."""
 
-    def __init__(self, *, direct: bool, expiry: float | None = None, ticks: bool = False):
+    def __init__(
+        self, *, direct: bool, expiry: float | None = None, ticks: bool = False,
+        multiprocess: bool = False,
+    ):  # fmt: skip
         self.manager = ConnectionManager(direct_send=direct)
         self.registry = CollectorRegistry()
         self.exporter = InMemorySpanExporter()
@@ -100,7 +104,8 @@ class Stack:
         self.user_tally: Counter[str] = Counter()
         self.app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan,
                              middleware=[
-            Middleware(TelemetryMiddleware, metrics=Metrics(self.registry),  # outermost
+            Middleware(TelemetryMiddleware,  # outermost
+                       metrics=Metrics(self.registry, multiprocess=multiprocess),
                        tracer_provider=provider, loop_lag=False),
             Middleware(FirstMessageAuthMiddleware, authenticate=authenticate,
                        stats=self.auth_stats),
@@ -124,7 +129,7 @@ class Stack:
         found = {}
         for line in text.splitlines():
             match = wanted.match(line)
-            if match and 'direction="in"' not in match[2]:
+            if match and 'direction="in"' not in match[2] and "_created" not in match[1]:
                 found[f"{match[1]}{{{match[2]}}}"] = float(match[3])
         return found
 
@@ -149,13 +154,20 @@ def expected_frames() -> list[tuple[int, bytes]]:
     return frames
 
 
-def run_broadcast(stack: Stack, serve: Callable[..., RunningServer], ws: str) -> None:
+def run_broadcast(stack: Stack, serve: Callable[..., RunningServer], ws: str) -> dict[str, float]:
+    """Broadcast to three clients, close them; returns /metrics while they were open."""
     server = serve(stack.app, ws=ws, lifespan="on")
     clients = [login(server) for _ in range(3)]
     wait_for(lambda: len(stack.manager) == 3, what="three members")
     clients[0].send_text("go")
     for client in clients:  # every frame once, in order, byte for byte
         assert [client.next_frame() for _ in PAYLOADS] == expected_frames()
+    # a frame's send is recorded when the server's send returns, just after the client has
+    # it: wait for all 3 x (auth_ok + 5) sends, then compare
+    count = 'asgi_rt_send_duration_seconds_count{route="/ws"}'
+    wait_for(lambda: stack.metrics().get(count) == 3 * 6, what="every send recorded")
+    while_open = stack.metrics()
+    assert stack.metrics() == while_open  # a scrape changes nothing
     for client in clients:
         client.send_frame(0x8, struct.pack("!H", 1000))
         assert client.read_frames()[-1][0] == 0x8
@@ -163,16 +175,31 @@ def run_broadcast(stack: Stack, serve: Callable[..., RunningServer], ws: str) ->
     wait_for(lambda: len(stack.manager) == 0, what="all released")
     wait_for(lambda: sum(s.name == "WS /ws close" for s in stack.exporter.get_finished_spans())
              == 3, what="three close records")  # fmt: skip
+    return while_open
 
 
-@pytest.mark.parametrize("ws", ["websockets", "wsproto"])
+@pytest.mark.parametrize(
+    ("ws", "multiprocess"), [("websockets", False), ("wsproto", False), ("websockets", True)]
+)
 def test_direct_frames_reach_everyone_and_metrics_match_the_wrapped_path(
-    serve: Callable[..., RunningServer], ws: str
+    monkeypatch: pytest.MonkeyPatch,  # before serve: the servers stop while it is set
+    tmp_path: Path,
+    serve: Callable[..., RunningServer],
+    ws: str,
+    multiprocess: bool,
 ) -> None:
-    wrapped, direct = Stack(direct=False), Stack(direct=True)
-    run_broadcast(wrapped, serve, ws)
-    run_broadcast(direct, serve, ws)
+    """In-process metrics count direct frames in bulk (read at scrape time); multiprocess
+    ones frame by frame: either way /metrics is what the wrapped path shows, while the
+    sockets are open and after they closed."""
+    if multiprocess:  # what a worker under PROMETHEUS_MULTIPROC_DIR has
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    wrapped = Stack(direct=False, multiprocess=multiprocess)
+    direct = Stack(direct=True, multiprocess=multiprocess)
+    wrapped_open = run_broadcast(wrapped, serve, ws)
+    direct_open = run_broadcast(direct, serve, ws)
 
+    assert direct_open == wrapped_open
+    assert direct_open['asgi_rt_messages_total{direction="out",route="/ws",type="text"}'] == 3 * 5
     assert direct.metrics() == wrapped.metrics()
     out = direct.metrics()
     # 3 clients x (auth_ok + the broadcasts): 4 text and 1 binary broadcast each

@@ -154,8 +154,12 @@ class Sender:
             yielded = coro.send(None)
         except StopIteration:
             self._stats.sent += 1
-            if self._seam is not None:
-                self._direct_sent(message, size, 0.0)
+            seam = self._seam
+            if seam is not None:
+                if seam.tally is not None:  # counted in bulk, read at scrape time
+                    seam.tally.add(size, "text" in message)
+                else:
+                    self._direct_sent(message, size, 0.0)
             return True
         except Exception as exc:
             self._send_failed(exc)

@@ -18,6 +18,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .._directframes import DirectTally
 from .._sendseam import install
 from ..metrics import close_code_label
 from ._tracing import SIZE_ATTRIBUTE, exemplar_of, route_of, start_frame_span
@@ -64,6 +65,7 @@ class WebSocketRecorder:
         # bound label children, set by _bind once the route is known (at accept)
         self.in_text = self.in_binary = self.out_text = self.out_binary = _UNBOUND
         self.size_in = self.size_out = self.processing = self.send_duration = _UNBOUND
+        self.tally: DirectTally | None = None  # direct_send frames, counted in bulk
 
     async def run(self, app: ASGIApp, receive: Receive, send: Send) -> None:
         self._receive, self._send = receive, send
@@ -234,7 +236,9 @@ class WebSocketRecorder:
         self.size_out = m.message_size.labels(route, "out")
         self.processing = m.message_processing.labels(route)
         self.send_duration = m.send_duration.labels(route)
-        self.seam.report_to(self)
+        direct = m.direct_frames
+        self.tally = None if direct is None else direct.open(route)
+        self.seam.report_to(self, self.tally)
 
     def _finish(self) -> None:
         if self.received_at is not None:
@@ -251,9 +255,14 @@ class WebSocketRecorder:
         code = self.close_code if self.close_code is not None else 1006
         metrics.disconnects.labels(route, self.initiator, close_code_label(code)).inc()
         self._close_record(code)
+        if self.tally is not None and metrics.direct_frames is not None:
+            metrics.direct_frames.close(self.tally)
 
     def _close_record(self, code: int) -> None:
         frames_in, frames_out, bytes_in, bytes_out = self.counts
+        if self.tally is not None:  # direct_send frames that completed at once
+            frames_out += self.tally.frames
+            bytes_out += self.tally.bytes
         links = [self.link] if self.link else None
         span = self.mw.tracer.start_span(f"WS {self.route} close", links=links, attributes={
             "http.route": self.route,
