@@ -81,7 +81,8 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         "--variants",
         default=",".join(VARIANTS),
         help="comma-separated; also available: asgi_rt_task (asgi_rt with inline_send=False), "
-        "asgi_rt_stack (asgi_rt behind Telemetry, Handshake and FirstMessageAuth middleware)",
+        "asgi_rt_stack (asgi_rt behind Telemetry, Handshake and FirstMessageAuth middleware), "
+        "asgi_rt_stack_direct (the same with ConnectionManager(direct_send=True))",
     )
     p.add_argument("--ws", default=",".join(WS_IMPLS), help="uvicorn --ws implementations")
     p.add_argument(

@@ -92,8 +92,8 @@ def manager_stats(manager: ConnectionManager) -> dict[str, Any]:
 # asgi_rt ---------------------------------------------------------------------------------
 
 
-def asgi_rt_app(*, inline_send: bool | None = None) -> Starlette:
-    manager = ConnectionManager(inline_send=inline_send)
+def asgi_rt_app(*, inline_send: bool | None = None, direct_send: bool = False) -> Starlette:
+    manager = ConnectionManager(inline_send=inline_send, direct_send=direct_send)
     counters = Counters()
 
     async def receiver(websocket: WebSocket) -> None:
@@ -134,11 +134,12 @@ def _browser_headers(app: ASGIApp) -> ASGIApp:
 STACK = ("telemetry", "handshake", "auth")
 
 
-def asgi_rt_stack_app(layers: tuple[str, ...] = STACK) -> ASGIApp:
+def asgi_rt_stack_app(layers: tuple[str, ...] = STACK, *, direct_send: bool = False) -> ASGIApp:
     """``asgi_rt`` behind Telemetry (1 % frame spans, no exporter), Handshake and
     FirstMessageAuth (token from the handshake header, so each socket gets ``auth_ok``
     first, which the bench client skips), as ``DESIGN.md``'s example stacks them;
-    ``layers`` picks some of them (``asgi_rt_stack_<layer>`` variants: one layer's cost)."""
+    ``layers`` picks some of them (``asgi_rt_stack_<layer>`` variants: one layer's cost);
+    ``direct_send`` is the manager option (``asgi_rt_stack_direct``)."""
     from opentelemetry.sdk.trace import TracerProvider
     from prometheus_client import CollectorRegistry
 
@@ -147,7 +148,7 @@ def asgi_rt_stack_app(layers: tuple[str, ...] = STACK) -> ASGIApp:
     async def authenticate(token: str) -> str | None:
         return "bench" if token == "bench" else None
 
-    app: ASGIApp = asgi_rt_app()
+    app: ASGIApp = asgi_rt_app(direct_send=direct_send)
     if "auth" in layers:
         app = FirstMessageAuthMiddleware(app, authenticate=authenticate, header=True)
     if "handshake" in layers:
@@ -359,6 +360,7 @@ def make_app() -> ASGIApp:
         "asgi_rt": asgi_rt_app,
         "asgi_rt_task": lambda: asgi_rt_app(inline_send=False),
         "asgi_rt_stack": asgi_rt_stack_app,
+        "asgi_rt_stack_direct": partial(asgi_rt_stack_app, direct_send=True),
         **{f"asgi_rt_stack_{layer}": partial(asgi_rt_stack_app, (layer,)) for layer in STACK},
         "naive": naive_app,
         "queue_writer": queue_writer_app,
