@@ -54,7 +54,7 @@ def delivery(rounds: int, broadcasts: int) -> None:
             for rnd in range(rounds):
                 for variant, runs in sessions.items():
                     cluster.flushall()
-                    session = run_session(plan, redis, "split", variant, rnd)
+                    session = run_session(plan, redis, None, "split", variant, rnd)
                     print(f"  round {rnd} {variant}: {session.get('msgs_per_s', 0):.0f} msgs/s "
                           f"remote p99 {session.get('b_p99_ms', 0):.1f} ms "
                           f"{session.get('error', '')} {session.get('checks', '')}")  # fmt: skip
