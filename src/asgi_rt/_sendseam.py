@@ -10,7 +10,8 @@ the *outermost* asgi_rt middleware was given, and tells the seam of each frame, 
 - :class:`~asgi_rt.TelemetryMiddleware` subscribes with :meth:`SendSeam.report_to` and
   counts those frames exactly (count, sizes, per-connection totals): a frame whose send
   completed at once goes into the connection's :class:`~asgi_rt._directframes.DirectTally`
-  (read at scrape time), one that waited is reported with its duration;
+  (its route's totals are read at scrape time), one that waited is reported with its
+  duration; direct frames get no send span, send event or exemplar;
 - :class:`~asgi_rt.FirstMessageAuthMiddleware` :meth:`~SendSeam.revoke` s it before it
   closes a socket (token expired, failed refresh): the manager then sends nothing more;
 - control frames (accept, close) always take the whole chain.
@@ -42,14 +43,16 @@ class FrameReport(Protocol):
 class SendSeam:
     """One WebSocket connection's seam. Attributes are read by the manager per frame."""
 
-    __slots__ = ("_on_revoke", "open", "report", "send", "tally")
+    __slots__ = ("_on_revoke", "_revoked", "report", "send", "tally")
 
     def __init__(self, send: Send) -> None:
+        # ASGI servers' send is a coroutine function; the manager's inline path steps the
+        # coroutine it returns (connections/_inline.py), as it does Starlette's
         self.send: Callable[[Message], Coroutine[Any, Any, None]] = send  # type: ignore[assignment]
         self.report: FrameReport | None = None
         self.tally: DirectTally | None = None
-        self.open = True
-        self._on_revoke: Callable[[], None] | None = None
+        self._revoked: tuple[int, str] | None = None
+        self._on_revoke: Callable[[int, str], None] | None = None
 
     def report_to(self, report: FrameReport, tally: DirectTally | None = None) -> None:
         """Have ``report`` told of every frame written through the seam from now on;
@@ -57,21 +60,33 @@ class SendSeam:
         self.report = report
         self.tally = tally
 
-    def on_revoke(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (once) when the seam is revoked; at once if it already is."""
-        if not self.open:
-            callback()
+    def sent(self, message: Message, size: int, seconds: float) -> None:
+        """A data frame was written through the seam (or attempted: a failed or cut-off
+        send is counted, as the middleware's wrapper counts it), taking ``seconds``."""
+        text = message.get("text") is not None
+        tally = self.tally
+        if tally is not None and seconds == 0.0:
+            tally.add(size, text)
+        elif self.report is not None:
+            self.report.direct_sent(size, text, seconds)
+
+    def on_revoke(self, callback: Callable[[int, str], None]) -> None:
+        """Call ``callback(code, reason)`` (once) when the seam is revoked; at once if it
+        already is."""
+        if self._revoked is not None:
+            callback(*self._revoked)
             return
         self._on_revoke = callback
 
-    def revoke(self) -> None:
-        """No data frame may be written through the seam any more (the socket is closing)."""
-        if not self.open:
+    def revoke(self, code: int, reason: str) -> None:
+        """No data frame may be written through the seam any more: the middleware is
+        closing the socket with ``code`` and ``reason`` (what the manager then reports)."""
+        if self._revoked is not None:
             return
-        self.open = False
+        self._revoked = (code, reason)
         callback, self._on_revoke = self._on_revoke, None
         if callback is not None:
-            callback()
+            callback(code, reason)
 
 
 def install(scope: Scope, send: Send) -> SendSeam:

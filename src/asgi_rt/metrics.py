@@ -16,7 +16,7 @@ import anyio
 from prometheus_client import REGISTRY, CollectorRegistry
 from starlette.types import Scope
 
-from ._directframes import DirectFrames
+from ._directframes import DirectFrames, DirectTally
 from ._exposition import MetricsApp, metrics_app, multiprocess_enabled
 from ._families import CounterFamily, Families, FastFamily, GaugeFamily, HistogramFamily
 from ._samples import (
@@ -185,9 +185,9 @@ class Metrics:
         )
         self._managers: weakref.WeakSet[ConnectionManager] = weakref.WeakSet()
         # ConnectionManager(direct_send=True) frames, counted in bulk (in-process only)
-        self.direct_frames: DirectFrames | None = None
+        self._direct: DirectFrames | None = None
         if not self.multiprocess:
-            self.direct_frames = direct = DirectFrames(SIZE_BUCKETS, TIME_BUCKETS)
+            self._direct = direct = DirectFrames(SIZE_BUCKETS, TIME_BUCKETS)
             for family, read in (
                 (self.messages, direct.messages), (self.message_size, direct.sizes),
                 (self.send_duration, direct.durations),
@@ -209,6 +209,13 @@ class Metrics:
                 if isinstance(family, FastFamily):  # always, outside multiprocess mode
                     family.functions.append(partial(self._sum_over_managers, values))
         self._managers.add(manager)
+
+    def direct_tally(self, route: str) -> DirectTally | None:
+        """A new connection's tally of ``direct_send`` frames on ``route``, added to
+        ``messages_total``, ``message_size_bytes`` and ``send_duration_seconds`` at scrape
+        time (``TelemetryMiddleware`` opens one per connection); ``None`` in multiprocess
+        mode, where each frame is reported as it is sent."""
+        return None if self._direct is None else self._direct.open(route)
 
     def _exported(self) -> list[tuple[CounterFamily | GaugeFamily, Read]]:
         """Each family read from managers' stats, and the function that reads it."""

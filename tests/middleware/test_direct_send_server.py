@@ -71,7 +71,7 @@ class Stack:
 
     def __init__(
         self, *, direct: bool, expiry: float | None = None, ticks: bool = False,
-        multiprocess: bool = False,
+        multiprocess: bool = False, slow: bool = False,
     ):  # fmt: skip
         self.manager = ConnectionManager(direct_send=direct)
         self.registry = CollectorRegistry()
@@ -81,12 +81,17 @@ class Stack:
         self.auth_stats: Counter[str] = Counter()
         manager = self.manager
 
+        self.closes: list[tuple[int | None, str | None]] = []  # what the app was told
+
         async def endpoint(websocket: WebSocket) -> None:
             async with manager.connect(websocket) as conn:
                 async for text in conn.iter_text():
-                    if text == "go":
+                    if text == "slow":  # a frame whose processing outlasts the threshold
+                        await anyio.sleep(0.2)
+                    if text in ("go", "slow"):
                         for payload in PAYLOADS:
                             await manager.broadcast(payload)
+            self.closes.append((conn.close_code, conn.close_reason))
 
         async def authenticate(token: str) -> Any:
             if expiry is not None:
@@ -106,6 +111,7 @@ class Stack:
                              middleware=[
             Middleware(TelemetryMiddleware,  # outermost
                        metrics=Metrics(self.registry, multiprocess=multiprocess),
+                       **({"frame_sample_ratio": 0.0, "slow_frame_seconds": 0.1} if slow else {}),
                        tracer_provider=provider, loop_lag=False),
             Middleware(FirstMessageAuthMiddleware, authenticate=authenticate,
                        stats=self.auth_stats),
@@ -255,6 +261,7 @@ def test_token_expiry_stops_direct_frames_before_the_close(
     stats = stack.manager.stats()
     assert stats.send_errors == 0, "a frame was written after auth closed the socket"
     assert stack.auth_stats == Counter(expired=1)
+    assert stack.closes == [(1008, "token expired")]  # the app is told what the client was
     client.close()
 
 
@@ -271,7 +278,32 @@ def test_a_refresh_to_another_principal_stops_direct_frames(
     assert after == b""
     wait_for(lambda: len(stack.manager) == 0, what="the member released")
     assert stack.manager.stats().send_errors == 0
+    assert stack.closes == [(1008, "principal changed")]
     client.close()
+
+
+def test_a_slow_frames_tail_span_counts_its_direct_sends(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """Tail sampling records the sends a slow frame caused on its connection, direct or not."""
+    spans = {}
+    for direct in (False, True):
+        stack = Stack(direct=direct, slow=True)
+        server = serve(stack.app, ws="websockets", lifespan="on")
+        client = login(server)
+        client.send_text("slow")
+        assert [client.next_frame() for _ in PAYLOADS] == expected_frames()
+        client.send_text("next")  # ends the slow frame's processing
+        wait_for(lambda s=stack: any(sp.name == "WS /ws receive"
+                                     for sp in s.exporter.get_finished_spans()),
+                 what="the slow frame's tail span")  # fmt: skip
+        [span] = [sp for sp in stack.exporter.get_finished_spans() if sp.name == "WS /ws receive"]
+        assert span.attributes is not None
+        spans[direct] = (span.attributes["asgi_rt.frame.sends"],
+                         span.attributes["asgi_rt.frame.sent_bytes"])  # fmt: skip
+        client.close()
+    sizes = sum(len(payload) for _, payload in expected_frames())
+    assert spans == {False: (len(PAYLOADS), sizes), True: (len(PAYLOADS), sizes)}
 
 
 # the seam on its own: generated orders of install, subscription and revocation ----------
@@ -282,26 +314,30 @@ def test_a_refresh_to_another_principal_stops_direct_frames(
 def test_a_seam_tells_its_latest_subscriber_of_the_revocation_once(steps: list[str]) -> None:
     """Whoever installs first makes the scope's one seam (the server's extensions kept); a
     subscriber registered before the first revoke is told then (the latest one only: a
-    connection has one sender), one registered after is told at once; nobody twice."""
+    connection has one sender), one registered after is told at once; nobody twice; each
+    is told the first revocation's code and reason."""
     scope: dict[str, Any] = {"type": "websocket", "extensions": {"websocket.http.response": {}}}
 
     async def send(message: Message) -> None:
         """The server's send (never called here)."""
 
-    told: list[int] = []
+    told: list[tuple[int, int, str]] = []
     seams = set()
     for index, step in enumerate(steps):
         seam = install(scope, send)
         seams.add(id(seam))
         if step == "on_revoke":
-            seam.on_revoke(lambda index=index: told.append(index))  # type: ignore[misc]
+            seam.on_revoke(lambda code, reason, i=index: told.append((i, code, reason)))  # type: ignore[misc]
         elif step == "revoke":
-            seam.revoke()
+            seam.revoke(4000 + index, f"revoked at {index}")
     first_revoke = steps.index("revoke") if "revoke" in steps else len(steps)
     before = [i for i, step in enumerate(steps[:first_revoke]) if step == "on_revoke"]
     after = [i for i, step in enumerate(steps) if step == "on_revoke" and i > first_revoke]
     expected = after if not before or first_revoke == len(steps) else [before[-1], *after]
-    assert told == expected
+    assert [i for i, _, _ in told] == expected
+    assert {(code, reason) for _, code, reason in told} <= {
+        (4000 + first_revoke, f"revoked at {first_revoke}")
+    }
     assert len(seams) == (1 if steps else 0)
     if steps:
         assert isinstance(seam_of(scope), SendSeam)

@@ -25,6 +25,7 @@ from starlette.types import Message
 
 from .._sendseam import SendSeam
 from . import _inline
+from ._inbound import frame_size as payload_size
 from ._settings import ConnectionSettings
 from .backpressure import Outbox, Pushed
 from .state import ConnectionState
@@ -156,12 +157,15 @@ class Sender:
             self._stats.sent += 1
             seam = self._seam
             if seam is not None:
-                if seam.tally is not None:  # counted in bulk, read at scrape time
-                    seam.tally.add(size, "text" in message)
+                tally = seam.tally
+                if tally is not None:  # the hot path: counted in bulk, read at scrape time
+                    tally.add(size, message.get("text") is not None)
                 else:
-                    self._direct_sent(message, size, 0.0)
+                    seam.sent(message, size, 0.0)
             return True
         except Exception as exc:
+            if self._seam is not None:
+                self._seam.sent(message, size, 0.0)
             self._send_failed(exc)
             return False
         self._pending = _inline.Resume(coro, yielded)
@@ -252,7 +256,7 @@ class Sender:
         if self._pending is not None:
             self._pending.close()
             self._pending = None
-            self._pending_frame = None
+        self._direct_frame_done()  # a direct frame cut off here still counts
         self._stats.discarded_on_close += self._outbox.clear()
         if self._closed_event is not None:
             self._closed_event.set()
@@ -262,22 +266,22 @@ class Sender:
     async def _flush(self) -> None:
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            if not await self._await_send(pending):
+            sent = await self._await_send(pending)
+            self._direct_frame_done()
+            if not sent:
                 return
-            if self._pending_frame is not None:
-                frame, size, started = self._pending_frame
-                self._pending_frame = None
-                self._direct_sent(frame, size, time.perf_counter() - started)
         while self._close is None or self._close.drain:
             message = self._outbox.pop()
             if message is None:
                 self._flushed()
                 return
-            started = time.perf_counter()
-            if not await self._await_send(self._send(message)):
+            seam = self._seam
+            if seam is not None:
+                self._pending_frame = (message, frame_size(message), time.perf_counter())
+            sent = await self._await_send(self._send(message))
+            self._direct_frame_done()
+            if not sent:
                 return
-            if self._seam is not None:
-                self._direct_sent(message, None, time.perf_counter() - started)
             if self._settings.queue_wait is not None:
                 self._settings.queue_wait.observe(time.perf_counter() - self._outbox.last_queued_at)
 
@@ -321,21 +325,20 @@ class Sender:
         self.request_close(1013, "slow consumer", drain=False)
         return False
 
-    def _direct_sent(self, message: Message, size: int | None, seconds: float) -> None:
-        """Tell the seam's listener (telemetry) of a data frame it did not see go by."""
-        assert self._seam is not None  # callers check; keeps mypy's narrowing
-        report = self._seam.report
-        if report is None:
+    def _direct_frame_done(self) -> None:
+        """The direct frame being written was sent, failed or cut off: the seam counts it
+        (the middleware's wrapper counts those too) with the time it took."""
+        if self._pending_frame is None:
             return
-        text = message.get("text")
-        if size is None:
-            size = frame_size(message)
-        report.direct_sent(size, text is not None, seconds)
+        message, size, started = self._pending_frame
+        self._pending_frame = None
+        assert self._seam is not None  # only set with a seam; keeps mypy's narrowing
+        self._seam.sent(message, size, time.perf_counter() - started)
 
-    def _revoked(self) -> None:
+    def _revoked(self, code: int, reason: str) -> None:
         """The seam was revoked (a middleware is closing the socket): send nothing more."""
         self.peer_gone = True  # the middleware sends the close frame, not us
-        self.request_close(1008, "revoked", drain=False)
+        self.request_close(code, reason, drain=False)
 
     def _send_failed(self, exc: Exception) -> None:
         logger.debug("send failed, peer gone: %r", exc)
@@ -347,6 +350,4 @@ class Sender:
 def frame_size(message: Message) -> int:
     """Payload bytes of a ``websocket.send`` message."""
     text = message.get("text")
-    if text is not None:
-        return len(text) if text.isascii() else len(text.encode())
-    return len(message.get("bytes") or b"")
+    return payload_size(text if text is not None else message.get("bytes") or b"")

@@ -69,8 +69,10 @@ class ConnectionManager(ConnectionRegistry):
         direct_send: write data frames below asgi_rt's middleware (with the ``send`` the
             outermost of ``TelemetryMiddleware``/``FirstMessageAuthMiddleware`` was given)
             instead of through every middleware's ``send`` wrapper; telemetry still counts
-            each frame (count, size; a send that completed at once is observed as 0 s) and
-            auth still stops frames the moment it closes a socket. Off by default: a
+            each frame (count, size, the close record's totals; a send that completed at
+            once is observed as 0 s) but gives it no send span, send event or exemplar;
+            auth still stops frames the moment it closes a socket (the connection's
+            ``close_reason`` is auth's, e.g. ``"token expired"``). Off by default: a
             ``send``-wrapping middleware of your own *inside* asgi_rt's outermost one
             would not see data frames (accept and close still pass through it). No effect
             without those middlewares, nor on SSE subscribers.

@@ -174,9 +174,9 @@ class AuthSession:
 
     async def _fail(self, reason: str) -> bool:
         self._ended = True
-        self._seam.revoke()
-        self.mw.failed(reason, self.scope)
         code, text = REASONS[reason]
+        self._seam.revoke(code, text)  # before our close: no direct frame may follow it
+        self.mw.failed(reason, self.scope)
         try:
             await self._send({"type": "websocket.close", "code": code, "reason": text})
         except Exception:  # the client is already gone

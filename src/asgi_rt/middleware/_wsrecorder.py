@@ -146,7 +146,7 @@ class WebSocketRecorder:
             self.frame_token = otel_context.attach(frame_context)
             current_frame.set(frame_context)
         elif self.slow is not None:
-            self.frame_mark = (size, self.counts[1], self.counts[3])
+            self.frame_mark = (size, *self._sent())
         self.size_in.observe(size, self._exemplar(now, 0))
 
     def _frame_done(self, now: float) -> None:
@@ -157,13 +157,21 @@ class WebSocketRecorder:
         span = self.frame_span
         if span is None and self.slow is not None:
             size, sends, sent = self.frame_mark
+            frames_out, bytes_out = self._sent()
             self.slow.frame_done(self.route, self.link, size, elapsed,
-                                 self.counts[1] - sends, self.counts[3] - sent)  # fmt: skip
+                                 frames_out - sends, bytes_out - sent)  # fmt: skip
         elif span is not None:
             self.frame_span = None
             current_frame.set(None)
             otel_context.detach(self.frame_token)
             span.end()
+
+    def _sent(self) -> tuple[int, int]:
+        """Frames and bytes sent so far, through this wrapper or directly (``direct_send``)."""
+        tally = self.tally
+        if tally is None:
+            return self.counts[1], self.counts[3]
+        return self.counts[1] + tally.frames, self.counts[3] + tally.bytes
 
     def _exemplar(self, now: float, which: int) -> dict[str, str] | None:
         """The current frame's trace id, at most once a second per histogram and connection:
@@ -236,8 +244,7 @@ class WebSocketRecorder:
         self.size_out = m.message_size.labels(route, "out")
         self.processing = m.message_processing.labels(route)
         self.send_duration = m.send_duration.labels(route)
-        direct = m.direct_frames
-        self.tally = None if direct is None else direct.open(route)
+        self.tally = m.direct_tally(route)
         self.seam.report_to(self, self.tally)
 
     def _finish(self) -> None:
@@ -255,14 +262,10 @@ class WebSocketRecorder:
         code = self.close_code if self.close_code is not None else 1006
         metrics.disconnects.labels(route, self.initiator, close_code_label(code)).inc()
         self._close_record(code)
-        if self.tally is not None and metrics.direct_frames is not None:
-            metrics.direct_frames.close(self.tally)
 
     def _close_record(self, code: int) -> None:
-        frames_in, frames_out, bytes_in, bytes_out = self.counts
-        if self.tally is not None:  # direct_send frames that completed at once
-            frames_out += self.tally.frames
-            bytes_out += self.tally.bytes
+        frames_in, _, bytes_in, _ = self.counts
+        frames_out, bytes_out = self._sent()
         links = [self.link] if self.link else None
         span = self.mw.tracer.start_span(f"WS {self.route} close", links=links, attributes={
             "http.route": self.route,
