@@ -43,32 +43,37 @@ class FrameReport(Protocol):
 class SendSeam:
     """One WebSocket connection's seam. Attributes are read by the manager per frame."""
 
-    __slots__ = ("_on_revoke", "_revoked", "report", "send", "tally")
+    __slots__ = ("_on_revoke", "_revoked", "_subscribers", "send", "tally")
 
     def __init__(self, send: Send) -> None:
         # ASGI servers' send is a coroutine function; the manager's inline path steps the
         # coroutine it returns (connections/_inline.py), as it does Starlette's
         self.send: Callable[[Message], Coroutine[Any, Any, None]] = send  # type: ignore[assignment]
-        self.report: FrameReport | None = None
-        self.tally: DirectTally | None = None
+        self._subscribers: list[tuple[FrameReport, DirectTally | None]] = []
+        self.tally: DirectTally | None = None  # the only subscriber's: the manager's hot path
         self._revoked: tuple[int, str] | None = None
         self._on_revoke: Callable[[int, str], None] | None = None
 
     def report_to(self, report: FrameReport, tally: DirectTally | None = None) -> None:
-        """Have ``report`` told of every frame written through the seam from now on;
-        with ``tally``, frames whose send completed at once are added to it instead."""
-        self.report = report
-        self.tally = tally
+        """Have ``report`` told of every frame written through the seam from now on (as
+        well as any earlier subscriber: two telemetry layers each count); with ``tally``,
+        frames whose send completed at once are added to it instead."""
+        self._subscribers.append((report, tally))
+        self.tally = tally if len(self._subscribers) == 1 else None
 
     def sent(self, message: Message, size: int, seconds: float) -> None:
         """A data frame was written through the seam (or attempted: a failed or cut-off
         send is counted, as the middleware's wrapper counts it), taking ``seconds``."""
         text = message.get("text") is not None
-        tally = self.tally
-        if tally is not None and seconds == 0.0:
-            tally.add(size, text)
-        elif self.report is not None:
-            self.report.direct_sent(size, text, seconds)
+        for report, tally in self._subscribers:
+            if tally is not None and seconds == 0.0:
+                tally.add(size, text)
+            else:
+                report.direct_sent(size, text, seconds)
+
+    @property
+    def revoked(self) -> bool:
+        return self._revoked is not None
 
     def on_revoke(self, callback: Callable[[int, str], None]) -> None:
         """Call ``callback(code, reason)`` (once) when the seam is revoked; at once if it

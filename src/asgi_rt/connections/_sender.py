@@ -261,7 +261,8 @@ class Sender:
         if self._closed_event is not None:
             self._closed_event.set()
         self._flushed()
-        self._on_closed()
+        if self._seam is None or not self._seam.revoked:
+            self._on_closed()  # revoked: the revoker ends the app's receive after its close
 
     async def _flush(self) -> None:
         if self._pending is not None:
@@ -336,7 +337,9 @@ class Sender:
         self._seam.sent(message, size, time.perf_counter() - started)
 
     def _revoked(self, code: int, reason: str) -> None:
-        """The seam was revoked (a middleware is closing the socket): send nothing more."""
+        """The seam was revoked (a middleware is closing the socket): send nothing more.
+        The receive is left alone: interrupting it could cancel the middleware's close
+        send (a refresh fails inside the app's receive), and the middleware ends it."""
         self.peer_gone = True  # the middleware sends the close frame, not us
         self.request_close(code, reason, drain=False)
 
