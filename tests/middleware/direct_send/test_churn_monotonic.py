@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import struct
 import threading
 from collections.abc import Callable
@@ -12,24 +11,9 @@ import httpx
 import pytest
 
 from ..._server import RunningServer, wait_for
-from ._stack import Stack, login
+from ._stack import Stack, login, parse
 
 pytestmark = pytest.mark.server
-
-SAMPLE = re.compile(
-    r"^(asgi_rt_(?:messages_total|message_size_bytes_bucket|message_size_bytes_count"
-    r"|message_size_bytes_sum|send_duration_seconds_count|send_duration_seconds_bucket))"
-    r"\{(.*)\} (\S+)$"
-)
-
-
-def samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        m = SAMPLE.match(line)
-        if m and 'direction="in"' not in m[2]:
-            out[f"{m[1]}{{{m[2]}}}"] = float(m[3])
-    return out
 
 
 def test_counters_monotonic_under_churn(serve: Callable[..., RunningServer]) -> None:
@@ -43,7 +27,7 @@ def test_counters_monotonic_under_churn(serve: Callable[..., RunningServer]) -> 
         last: dict[str, float] = {}
         with httpx.Client() as http:
             while not stop.is_set():
-                now = samples(http.get(f"http://127.0.0.1:{server.port}/metrics").text)
+                now = parse(http.get(f"http://127.0.0.1:{server.port}/metrics").text)
                 scrapes[0] += 1
                 for k, v in now.items():
                     if v < last.get(k, 0.0):

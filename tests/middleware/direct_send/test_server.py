@@ -7,7 +7,6 @@ a ``send``-wrapping middleware of the user's own, inside asgi_rt's, sees no data
 from __future__ import annotations
 
 import json
-import re
 import struct
 import time
 from collections import Counter
@@ -39,8 +38,9 @@ from asgi_rt import (
 )
 from asgi_rt._sendseam import SendSeam, install, seam_of
 
-from .._rawclient import RawClient
-from .._server import RunningServer, wait_for
+from ..._rawclient import RawClient
+from ..._server import RunningServer, wait_for
+from ._stack import parse
 
 pytestmark = pytest.mark.server
 
@@ -127,17 +127,7 @@ class Stack:
 
     def metrics(self) -> dict[str, float]:
         """The outbound samples of /metrics for the route, by sample name and labels."""
-        text = generate_latest(self.registry).decode()
-        wanted = re.compile(
-            r"^(asgi_rt_(?:messages_total|message_size_bytes_\w+|send_duration_seconds_count))"
-            r"\{([^}]*)\} (\S+)$"
-        )
-        found = {}
-        for line in text.splitlines():
-            match = wanted.match(line)
-            if match and 'direction="in"' not in match[2] and "_created" not in match[1]:
-                found[f"{match[1]}{{{match[2]}}}"] = float(match[3])
-        return found
+        return parse(generate_latest(self.registry).decode())
 
 
 def login(server: RunningServer, token: str = "ada") -> RawClient:
@@ -243,6 +233,7 @@ def read_until_close(client: RawClient) -> tuple[list[int], tuple[int, str], byt
     while (frame := client.next_frame(timeout=20)) is not None:
         after += bytes([frame[0]]) + frame[1]
     assert client.eof, "the server did not end the connection after the close handshake"
+    client.close()  # as a browser does (websockets' legacy close waits for it, up to 10 s)
     return ticks, close, after
 
 
