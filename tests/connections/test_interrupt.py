@@ -5,6 +5,7 @@ does while it waits for the peer's close frame)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -18,6 +19,26 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def interrupt_while_waiting(
+    receive: Callable[[], Awaitable[str]], waiting: asyncio.Event
+) -> tuple[object, int]:
+    """Interrupt ``receive`` once it waits; what the handler got and the cancels it still
+    has pending after its next await (which a left-over cancel would have hit)."""
+    interruptible = Interruptible(on_asyncio=True)
+
+    async def handler() -> tuple[object, int]:
+        result = await interruptible.wait(receive)
+        await asyncio.sleep(0)  # the fix: this await used to raise CancelledError
+        task = asyncio.current_task()
+        assert task is not None
+        return result, task.cancelling()
+
+    task = asyncio.create_task(handler())
+    await waiting.wait()
+    interruptible.interrupt()
+    return await task
+
+
 async def test_an_interrupt_swallowed_under_the_receive_does_not_hit_the_next_await() -> None:
     waiting = asyncio.Event()
 
@@ -29,23 +50,10 @@ async def test_an_interrupt_swallowed_under_the_receive_does_not_hit_the_next_aw
             return "closed quietly"
         return "never"
 
-    interruptible = Interruptible(on_asyncio=True)
-
-    async def handler() -> tuple[object, int]:
-        result = await interruptible.wait(swallowing_receive)
-        await asyncio.sleep(0)  # main's fix: this await used to raise CancelledError
-        task = asyncio.current_task()
-        assert task is not None
-        return result, task.cancelling()
-
-    task = asyncio.create_task(handler())
-    await waiting.wait()
-    interruptible.interrupt()
-    assert await task == ("closed quietly", 0)
+    assert await interrupt_while_waiting(swallowing_receive, waiting) == ("closed quietly", 0)
 
 
 async def test_an_interrupted_receive_says_so_and_leaves_no_cancel_behind() -> None:
-    interruptible = Interruptible(on_asyncio=True)
     waiting = asyncio.Event()
 
     async def receive() -> str:
@@ -53,17 +61,7 @@ async def test_an_interrupted_receive_says_so_and_leaves_no_cancel_behind() -> N
         await asyncio.Event().wait()
         return "never"
 
-    async def handler() -> tuple[object, int]:
-        result = await interruptible.wait(receive)
-        await asyncio.sleep(0)
-        task = asyncio.current_task()
-        assert task is not None
-        return result, task.cancelling()
-
-    task = asyncio.create_task(handler())
-    await waiting.wait()
-    interruptible.interrupt()
-    assert await task == (INTERRUPTED, 0)
+    assert await interrupt_while_waiting(receive, waiting) == (INTERRUPTED, 0)
 
 
 async def test_a_real_cancel_during_a_swallowed_interrupt_still_cancels() -> None:

@@ -7,8 +7,8 @@ import re
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
 import anyio
@@ -37,6 +37,22 @@ WANTED = re.compile(
     r"^(asgi_rt_(?:messages_total|message_size_bytes_\w+|send_duration_seconds_count))"
     r"\{(.*)\} (\S+)$"
 )
+
+
+def running(
+    manager: Any, tick: Callable[[], Awaitable[None]] | None
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """A lifespan that runs ``manager`` and, if given, ``tick`` for as long as the app runs."""
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with manager, anyio.create_task_group() as tg:
+            if tick is not None:
+                tg.start_soon(tick)
+            yield
+            tg.cancel_scope.cancel()
+
+    return lifespan
 
 
 def parse(text: str) -> dict[str, float]:
@@ -86,13 +102,7 @@ class Stack:
                 return Authenticated(name, time.time() + expiry)
             return name
 
-        @asynccontextmanager
-        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-            async with rooms, anyio.create_task_group() as tg:
-                if ticks:
-                    tg.start_soon(self._tick)
-                yield
-                tg.cancel_scope.cancel()
+        lifespan = running(rooms, self._tick if ticks else None)
 
         self.app = Starlette(
             routes=[

@@ -10,8 +10,7 @@ import json
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ from asgi_rt._sendseam import SendSeam, install, seam_of
 
 from ..._rawclient import RawClient
 from ..._server import RunningServer, wait_for
-from ._stack import parse
+from ._stack import parse, running
 
 pytestmark = pytest.mark.server
 
@@ -98,13 +97,7 @@ class Stack:
                 return Authenticated(token, time.time() + expiry)
             return token
 
-        @asynccontextmanager
-        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-            async with manager, anyio.create_task_group() as tg:
-                if ticks:
-                    tg.start_soon(self._tick)
-                yield
-                tg.cancel_scope.cancel()
+        lifespan = running(manager, self._tick if ticks else None)
 
         self.user_tally: Counter[str] = Counter()
         self.app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan,
