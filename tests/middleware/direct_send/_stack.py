@@ -7,11 +7,10 @@ import re
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
-import anyio
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -39,18 +38,13 @@ WANTED = re.compile(
 )
 
 
-def running(
-    manager: Any, tick: Callable[[], Awaitable[None]] | None
-) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
-    """A lifespan that runs ``manager`` and, if given, ``tick`` for as long as the app runs."""
+def running(manager: Any) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """A lifespan that runs ``manager`` for as long as the app runs."""
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with manager, anyio.create_task_group() as tg:
-            if tick is not None:
-                tg.start_soon(tick)
+        async with manager:
             yield
-            tg.cancel_scope.cancel()
 
     return lifespan
 
@@ -65,9 +59,7 @@ def parse(text: str) -> dict[str, float]:
 
 
 class Stack:
-    def __init__(
-        self, *, direct: bool, expiry: float | None = None, ticks: bool = False, **options: Any
-    ) -> None:
+    def __init__(self, *, direct: bool, expiry: float | None = None, **options: Any) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry, multiprocess=False)
         self.rooms = RoomManager(direct_send=direct, metrics=self.metrics, **options)
@@ -84,9 +76,9 @@ class Stack:
                 async for text in conn.iter_text():
                     if text.startswith("burst:"):
                         _, n, size = text.split(":")
-                        for _i in range(int(n)):
+                        for _i in range(int(n)):  # paced by the publisher's own reader
                             await rooms.publish(room, "x" * int(size))
-                            await anyio.sleep(0.002)
+                            await conn.wait_flushed()
                     elif text == "leave":
                         await rooms.leave(conn, room)
                     elif text == "close":
@@ -102,7 +94,7 @@ class Stack:
                 return Authenticated(name, time.time() + expiry)
             return name
 
-        lifespan = running(rooms, self._tick if ticks else None)
+        lifespan = running(rooms)
 
         self.app = Starlette(
             routes=[
@@ -123,12 +115,9 @@ class Stack:
             ],
         )
 
-    async def _tick(self) -> None:
-        n = 0
-        while True:
-            n += 1
-            await self.rooms.publish("r", "t" * (n % 3000))
-            await anyio.sleep(0.002)
+    def queued(self) -> int:
+        """Frames waiting behind a pending send, over every member (a burst in progress)."""
+        return sum(conn.queued for conn in self.rooms)
 
     def out_metrics(self) -> dict[str, float]:
         return parse(generate_latest(self.registry).decode())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -23,8 +22,10 @@ def test_app_close_drains_queue(serve: Callable[..., RunningServer], ws: str, di
     try:
         wait_for(lambda: len(stack.rooms) == 2, what="two members")
         fast.send_text("burst:60:65536")
-        time.sleep(0.5)
-        slow.send_text("close")
+        for _ in range(60):  # the whole burst is published (the fast reader has it) ...
+            assert fast.next_frame(timeout=20) is not None
+        wait_for(lambda: stack.queued() > 0, what="frames queued to the slow reader")
+        slow.send_text("close")  # ... and the app closes while it is queued to the slow one
         frames, close, after = read_all(slow, timeout=30)
         assert close == (1000, "bye")
         assert len(frames) == 60
@@ -34,8 +35,5 @@ def test_app_close_drains_queue(serve: Callable[..., RunningServer], ws: str, di
         rec = [r for r in stack.close_records() if r["websocket.close.code"] == 1000]
         assert rec and rec[0]["websocket.messages.sent"] == 61
     finally:
-        for _ in range(60):
-            if fast.next_frame(timeout=2) is None:
-                break
         fast.close()
         slow.close()

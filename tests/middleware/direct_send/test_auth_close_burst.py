@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 
 import pytest
@@ -27,12 +26,11 @@ def test_no_data_after_auth_close_during_burst(
     try:
         wait_for(lambda: len(stack.rooms) == 2, what="two members")
         fast.send_text("burst:300:65536")
+        wait_for(lambda: stack.queued() > 0, what="the burst queued behind the slow reader")
         if how == "principal":
-            time.sleep(0.3)
             slow.send_text(json.dumps({"type": "auth", "token": "grace:60"}))
-        else:
-            time.sleep(1.3)
-        time.sleep(0.3)
+        else:  # the slow reader's token expires 1 s after login, the burst still queued
+            wait_for(lambda: stack.auth_stats["expired"] == 1, what="the token expired")
         frames, close, after = read_all(slow, timeout=30)
         expected = (1008, "token expired" if how == "expiry" else "principal changed")
         assert close == expected, (close, len(frames), slow.eof)

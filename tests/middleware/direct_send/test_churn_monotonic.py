@@ -17,7 +17,7 @@ pytestmark = pytest.mark.server
 
 
 def test_counters_monotonic_under_churn(serve: Callable[..., RunningServer]) -> None:
-    stack = Stack(direct=True, queue_size=8, ticks=True)
+    stack = Stack(direct=True, queue_size=8)
     server = serve(stack.app, ws="websockets-sansio", lifespan="on")
     problems: list[str] = []
     stop = threading.Event()
@@ -39,6 +39,7 @@ def test_counters_monotonic_under_churn(serve: Callable[..., RunningServer]) -> 
 
     def member(i: int) -> None:
         client = login(server, token=f"u{i}", rcvbuf=4096 if i % 3 == 0 else None)
+        client.send_text(f"burst:12:{i % 3000}")  # to every member: some overflow (1013)
         for _ in range(5 + i % 7):
             client.next_frame()
         if i % 2:

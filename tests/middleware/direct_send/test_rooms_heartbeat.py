@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 from collections.abc import Callable
 
 import pytest
@@ -30,9 +29,14 @@ def test_rooms_leave_heartbeat(serve: Callable[..., RunningServer], direct: bool
             if b"hello" in f[1]:
                 break
     clients[1].send_text("leave")
-    time.sleep(0.2)
+    wait_for(lambda: len(stack.rooms.members("r")) == 2, what="u1 left the room")
     clients[0].send_text("again")
-    time.sleep(0.7)  # pings flow
+    for i, c in enumerate(clients):  # heartbeat pings reach everyone (room member or not)
+        while (f := c.next_frame(timeout=5)) is not None:
+            got[i] += 1
+            if f[1] == b'{"type":"ping"}':
+                break
+        assert f is not None, f"u{i} got no heartbeat ping"
     for i, c in enumerate(clients):
         c.send_text('{"type":"pong"}')
         c.send_frame(0x8, struct.pack("!H", 1000))

@@ -65,12 +65,12 @@ class UserCounter:
 class Stack:
     """Telemetry > FirstMessageAuth > UserCounter > Starlette, with a ConnectionManager.
 
-    A client sends ``go`` for one broadcast of PAYLOADS; with ``ticks`` the lifespan
-    broadcasts an increasing counter every few ms for as long as the server runs."""
+    A client sends ``go`` for one broadcast of PAYLOADS, ``more`` for the next tick of an
+    increasing counter (to everyone), ``slow`` for PAYLOADS after a slow frame."""
 
     def __init__(
-        self, *, direct: bool, expiry: float | None = None, ticks: bool = False,
-        multiprocess: bool = False, slow: bool = False,
+        self, *, direct: bool, expiry: float | None = None, multiprocess: bool = False,
+        slow: bool = False,
     ):  # fmt: skip
         self.manager = ConnectionManager(direct_send=direct)
         self.registry = CollectorRegistry()
@@ -90,6 +90,9 @@ class Stack:
                     if text in ("go", "slow"):
                         for payload in PAYLOADS:
                             await manager.broadcast(payload)
+                    elif text == "more":  # the next tick, to everyone
+                        self.ticks += 1
+                        await manager.broadcast(str(self.ticks))
             self.closes.append((conn.close_code, conn.close_reason))
 
         async def authenticate(token: str) -> Any:
@@ -97,7 +100,8 @@ class Stack:
                 return Authenticated(token, time.time() + expiry)
             return token
 
-        lifespan = running(manager, self._tick if ticks else None)
+        self.ticks = 0
+        lifespan = running(manager)
 
         self.user_tally: Counter[str] = Counter()
         self.app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], lifespan=lifespan,
@@ -110,13 +114,6 @@ class Stack:
                        stats=self.auth_stats),
             Middleware(UserCounter, tally=self.user_tally),
         ])  # fmt: skip
-
-    async def _tick(self) -> None:
-        n = 0
-        while True:
-            n += 1
-            await self.manager.broadcast(str(n))
-            await anyio.sleep(0.005)  # the stimulus: a steady stream, not a measured pace
 
     def metrics(self) -> dict[str, float]:
         """The outbound samples of /metrics for the route, by sample name and labels."""
@@ -210,7 +207,8 @@ def test_direct_frames_reach_everyone_and_metrics_match_the_wrapped_path(
 
 
 def read_until_close(client: RawClient) -> tuple[list[int], tuple[int, str], bytes]:
-    """The ticks before the close, the close (code, reason), and anything after it."""
+    """The ticks before the close, asking for the next after each (a stream paced by the
+    client, no timer); the close (code, reason), and anything after it."""
     ticks, close = [], None
     while close is None:
         frame = client.next_frame(timeout=20)
@@ -221,6 +219,7 @@ def read_until_close(client: RawClient) -> tuple[list[int], tuple[int, str], byt
         else:
             assert opcode == 0x1
             ticks.append(int(payload))
+            client.send_text("more")
     client.send_frame(0x8, struct.pack("!H", close[0]))  # answer, so the server ends TCP
     after = b""
     while (frame := client.next_frame(timeout=20)) is not None:
@@ -234,9 +233,10 @@ def read_until_close(client: RawClient) -> tuple[list[int], tuple[int, str], byt
 def test_token_expiry_stops_direct_frames_before_the_close(
     serve: Callable[..., RunningServer], ws: str
 ) -> None:
-    stack = Stack(direct=True, expiry=0.5, ticks=True)
+    stack = Stack(direct=True, expiry=0.5)
     server = serve(stack.app, ws=ws, lifespan="on")
     client = login(server)
+    client.send_text("more")  # ticks flow, one per "more", until the token expires
     ticks, close, after = read_until_close(client)
     assert close == (1008, "token expired")
     assert after == b""
@@ -252,10 +252,11 @@ def test_token_expiry_stops_direct_frames_before_the_close(
 def test_a_refresh_to_another_principal_stops_direct_frames(
     serve: Callable[..., RunningServer],
 ) -> None:
-    stack = Stack(direct=True, expiry=60.0, ticks=True)
+    stack = Stack(direct=True, expiry=60.0)
     server = serve(stack.app, ws="websockets", lifespan="on")
     client = login(server, "ada")
-    assert client.next_frame() is not None  # ticks are flowing to ada
+    client.send_text("more")
+    assert client.next_frame() == (0x1, b"1")  # ticks are flowing to ada
     client.send_text(json.dumps({"type": "auth", "token": "grace"}))
     _ticks, close, after = read_until_close(client)
     assert close == (1008, "principal changed")
