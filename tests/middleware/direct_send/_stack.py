@@ -7,7 +7,7 @@ import re
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any
 
@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket
 
 from asgi_rt import (
     Authenticated,
+    ConnectionManager,
     FirstMessageAuthMiddleware,
     Metrics,
     RoomManager,
@@ -36,6 +37,23 @@ WANTED = re.compile(
     r"^(asgi_rt_(?:messages_total|message_size_bytes_\w+|send_duration_seconds_count))"
     r"\{(.*)\} (\S+)$"
 )
+
+
+# What a client's "go" broadcasts: text, non-ASCII text, binary, JSON, one large frame.
+PAYLOADS: list[Any] = ["a", "é" * 10, b"\x00\x01\x02", {"k": "v" * 300}, "z" * 70_000]
+
+
+def broadcasting(manager: ConnectionManager) -> Callable[[WebSocket], Awaitable[None]]:
+    """A WebSocket endpoint: a member of ``manager`` that broadcasts PAYLOADS on ``go``."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        async with manager.connect(websocket) as conn:
+            async for text in conn.iter_text():
+                if text == "go":
+                    for payload in PAYLOADS:
+                        await manager.broadcast(payload)
+
+    return endpoint
 
 
 def running(manager: Any) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:

@@ -5,23 +5,18 @@ wrapped path frame for frame."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.types import Message
-from starlette.websockets import WebSocket
 
 from asgi_rt import ConnectionManager, Metrics, TelemetryMiddleware
 from asgi_rt.testing import websocket_session
 
-from ._stack import parse
+from ._stack import PAYLOADS, broadcasting, parse
 
 pytestmark = pytest.mark.anyio
-
-PAYLOADS: list[Any] = ["a", "é" * 10, b"\x00\x01", {"k": "v" * 300}, "z" * 70_000]
 
 
 async def session(direct: bool, buffer: int) -> tuple[list[Message], dict[str, float]]:
@@ -30,15 +25,8 @@ async def session(direct: bool, buffer: int) -> tuple[list[Message], dict[str, f
     manager = ConnectionManager(direct_send=direct)
     registry = CollectorRegistry()
 
-    async def endpoint(websocket: WebSocket) -> None:
-        async with manager.connect(websocket) as conn:
-            async for text in conn.iter_text():
-                if text == "go":
-                    for payload in PAYLOADS:
-                        await manager.broadcast(payload)
-
     app = TelemetryMiddleware(
-        Starlette(routes=[WebSocketRoute("/ws", endpoint)]),
+        Starlette(routes=[WebSocketRoute("/ws", broadcasting(manager))]),
         metrics=Metrics(registry, multiprocess=False),
         loop_lag=False,
     )

@@ -19,7 +19,6 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
 
 from asgi_rt import (
     ConnectionManager,
@@ -32,11 +31,9 @@ from asgi_rt.sse import EventStreamResponse
 
 from ..._rawclient import RawClient
 from ..._server import RunningServer, wait_for
-from ._stack import parse
+from ._stack import PAYLOADS, broadcasting, parse
 
 pytestmark = pytest.mark.server
-
-PAYLOADS: list[Any] = ["a", "é" * 10, b"\x00\x01", {"k": "v" * 300}, "z" * 70_000]
 
 
 def expected() -> list[tuple[int, bytes]]:
@@ -75,12 +72,7 @@ def build(kind: str, direct: bool) -> tuple[Starlette, ConnectionManager, dict[s
     manager = ConnectionManager(direct_send=direct)
     info: dict[str, Any] = {"tally": Counter(), "registries": []}
 
-    async def endpoint(websocket: WebSocket) -> None:
-        async with manager.connect(websocket) as conn:
-            async for text in conn.iter_text():
-                if text == "go":
-                    for p in PAYLOADS:
-                        await manager.broadcast(p)
+    endpoint = broadcasting(manager)
 
     async def events(request: Request) -> Any:
         return EventStreamResponse(manager, heartbeat=None)

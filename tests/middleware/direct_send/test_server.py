@@ -39,12 +39,9 @@ from asgi_rt._sendseam import SendSeam, install, seam_of
 
 from ..._rawclient import RawClient
 from ..._server import RunningServer, wait_for
-from ._stack import parse, running
+from ._stack import PAYLOADS, parse, running
 
 pytestmark = pytest.mark.server
-
-# What the server broadcasts when a client asks: text, non-ASCII text, binary, JSON.
-PAYLOADS: list[Any] = ["a", "é" * 10, b"\x00\x01\x02", {"k": "v" * 300}, "z" * 70_000]
 
 
 class UserCounter:
