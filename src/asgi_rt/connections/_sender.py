@@ -276,11 +276,11 @@ class Sender:
             if message is None:
                 self._flushed()
                 return
-            seam = self._seam
-            if seam is not None:
+            if self._seam is not None:
                 self._pending_frame = (message, frame_size(message), time.perf_counter())
             sent = await self._await_send(self._send(message))
-            self._direct_frame_done()
+            if self._pending_frame is not None:  # with a seam only: no call per frame without
+                self._direct_frame_done()
             if not sent:
                 return
             if self._settings.queue_wait is not None:
